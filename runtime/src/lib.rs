@@ -1,0 +1,1 @@
+//! kura-runtime: the library behind the `kura-runtime` CLI.
