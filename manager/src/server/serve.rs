@@ -1,0 +1,54 @@
+//! Serving the API on a unix socket, with a clean stop on SIGTERM/SIGINT.
+
+use super::Svc;
+use crate::daemon::Kura;
+use anyhow::{Context, Result};
+use kura_proto::v1 as pb;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::sync::Arc;
+
+pub async fn serve(k: Arc<Kura>, address: &Path) -> Result<()> {
+    if let Some(d) = address.parent() {
+        std::fs::create_dir_all(d).with_context(|| format!("create {}", d.display()))?;
+    }
+    if address.exists() {
+        // A socket nobody answers on is left over from a dead kurad.
+        if std::os::unix::net::UnixStream::connect(address).is_ok() {
+            anyhow::bail!("another kurad is serving {}", address.display());
+        }
+        std::fs::remove_file(address)?;
+    }
+    let listener = tokio::net::UnixListener::bind(address)
+        .with_context(|| format!("listen on {}", address.display()))?;
+    std::fs::set_permissions(address, std::fs::Permissions::from_mode(0o660))?;
+    let incoming = tokio_stream::wrappers::UnixListenerStream::new(listener);
+    let svc = Svc(k);
+    tracing::info!(address = %address.display(), "kurad serving");
+    let shutdown = async {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("SIGTERM handler");
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = tokio::signal::ctrl_c() => {}
+        }
+        tracing::info!("shutting down");
+    };
+    let max = 64 << 20;
+    tonic::transport::Server::builder()
+        .add_service(pb::version_server::VersionServer::new(svc.clone()))
+        .add_service(
+            pb::content_server::ContentServer::new(svc.clone()).max_decoding_message_size(max),
+        )
+        .add_service(
+            pb::images_server::ImagesServer::new(svc.clone()).max_decoding_message_size(max),
+        )
+        .add_service(pb::registry_server::RegistryServer::new(svc.clone()))
+        .add_service(pb::snapshots_server::SnapshotsServer::new(svc.clone()))
+        .add_service(pb::leases_server::LeasesServer::new(svc.clone()))
+        .add_service(pb::gc_server::GcServer::new(svc))
+        .serve_with_incoming_shutdown(incoming, shutdown)
+        .await?;
+    let _ = std::fs::remove_file(address);
+    Ok(())
+}
