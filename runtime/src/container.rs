@@ -40,6 +40,12 @@ pub fn start(root: &Path, id: &str) -> Result<()> {
         Status::Created => {}
         s => bail!("cannot start a container that is {s}"),
     }
+    let spec = saved_spec(root, &st)?;
+    if spec.process().is_none() {
+        // The spec: start MUST fail without a process; the container then stops.
+        let _ = kill(root, id, libc::SIGKILL, false);
+        bail!("process: not set in config.json; the container cannot start");
+    }
     let dir = st.dir(root);
     let fifo_path = dir.join(state::EXEC_FIFO);
     let c = CString::new(fifo_path.as_os_str().as_bytes())?;
@@ -75,7 +81,6 @@ pub fn start(root: &Path, id: &str) -> Result<()> {
         }
     }
     let _ = std::fs::remove_file(&fifo_path);
-    let spec = saved_spec(root, &st)?;
     hooks::run_warn(spec.hooks().as_ref(), Kind::Poststart, &st.hook_json(Status::Running));
     Ok(())
 }
@@ -133,10 +138,10 @@ pub fn delete(root: &Path, id: &str, force: bool) -> Result<()> {
         Err(e) => return Err(e),
     };
     let status = st.status(root);
-    match status {
-        Status::Stopped | Status::Created => {}
-        s if !force => bail!("cannot delete container {id} that is not stopped: {s}"),
-        _ => {}
+    // The spec forbids deleting a created container too (runc allows it); --force
+    // covers both, and is what containerd and podman pass when they mean it.
+    if status != Status::Stopped && !force {
+        bail!("cannot delete container {id} that is not stopped: {status}");
     }
     if status != Status::Stopped {
         if let Some(cg) = &st.cgroup {
@@ -167,6 +172,14 @@ pub fn delete(root: &Path, id: &str, force: bool) -> Result<()> {
         }
     }
     let spec = saved_spec(root, &st).ok();
+    let shares_host_mounts = spec.as_ref().is_some_and(|s| {
+        !s.linux().as_ref().and_then(|l| l.namespaces().as_ref()).is_some_and(|n| {
+            n.iter().any(|n| n.typ() == oci_spec::runtime::LinuxNamespaceType::Mount)
+        })
+    });
+    if shares_host_mounts {
+        crate::rootfs::unmount_under(&st.rootfs);
+    }
     std::fs::remove_dir_all(&dir).with_context(|| format!("remove {}", dir.display()))?;
     if let Some(spec) = spec {
         hooks::run_warn(spec.hooks().as_ref(), Kind::Poststop, &st.hook_json(Status::Stopped));

@@ -8,10 +8,19 @@ use kura_runtime::log;
 use std::path::PathBuf;
 
 #[derive(Parser)]
-#[command(name = "kura-runtime", version, about = "kura's OCI runtime (runc-compatible CLI)")]
+#[command(
+    name = "kura-runtime",
+    version,
+    about = "kura's OCI runtime (runc-compatible CLI)"
+)]
 pub struct Cli {
     /// Directory for container state.
-    #[arg(long, global = true, default_value = "/run/kura-runtime", env = "KURA_RUNTIME_ROOT")]
+    #[arg(
+        long,
+        global = true,
+        default_value = "/run/kura-runtime",
+        env = "KURA_RUNTIME_ROOT"
+    )]
     pub root: PathBuf,
     /// Log file (errors also go to stderr).
     #[arg(long, global = true)]

@@ -66,11 +66,11 @@ pub fn validate(spec: &Spec) -> Result<()> {
     if !ver.starts_with("1.") {
         bail!("ociVersion: {ver:?} is not supported (want 1.x)");
     }
-    let process = spec
-        .process()
-        .as_ref()
-        .context("process: missing (the container needs a process to run)")?;
-    validate_process(process, "process")?;
+    // A config without a process may be created (the spec says `start` must then
+    // fail), so only a present process is checked.
+    if let Some(process) = spec.process() {
+        validate_process(process, "process")?;
+    }
     if let Some(hooks) = spec.hooks() {
         let all = [
             ("prestart", hooks.prestart()),
@@ -110,7 +110,6 @@ pub fn validate(spec: &Spec) -> Result<()> {
         .context("linux: missing (kura-runtime runs Linux containers)")?;
     let mut seen = HashSet::new();
     let mut has_user = false;
-    let mut has_mount = false;
     for (i, ns) in linux.namespaces().iter().flatten().enumerate() {
         if !seen.insert(ns.typ()) {
             bail!("linux.namespaces[{i}]: {} namespace given twice", ns.typ());
@@ -128,12 +127,8 @@ pub fn validate(spec: &Spec) -> Result<()> {
         }
         match ns.typ() {
             LinuxNamespaceType::User => has_user = true,
-            LinuxNamespaceType::Mount => has_mount = true,
             _ => {}
         }
-    }
-    if !has_mount {
-        bail!("linux.namespaces: a mount namespace is required to set up the rootfs");
     }
     let has_maps = linux.uid_mappings().as_ref().is_some_and(|m| !m.is_empty())
         || linux.gid_mappings().as_ref().is_some_and(|m| !m.is_empty());
@@ -205,9 +200,7 @@ pub fn validate(spec: &Spec) -> Result<()> {
         for (i, m) in mounts.iter().enumerate() {
             crate::rootfs::options::parse(m.options().as_deref().unwrap_or(&[]))
                 .with_context(|| format!("mounts[{i}].options"))?;
-            if matches!(m.typ().as_deref(), Some("cgroup") | Some("cgroup2")) && !has(LinuxNamespaceType::Mount) {
-                bail!("mounts[{i}]: a cgroup mount needs a mount namespace");
-            }
+
         }
     }
     Ok(())
@@ -317,7 +310,11 @@ pub fn resources_with_defaults(spec: &Spec) -> LinuxResources {
         allow(t, ma, mi);
     }
     for d in linux.and_then(|l| l.devices().as_ref()).into_iter().flatten() {
-        allow(crate::rootfs::devices::type_char(d.typ()), d.major(), d.minor());
+        // FIFOs are not device nodes the devices cgroup controls.
+        let t = crate::rootfs::devices::type_char(d.typ());
+        if t != 'p' {
+            allow(t, d.major(), d.minor());
+        }
     }
     r.set_devices(Some(rules));
     r

@@ -68,8 +68,8 @@ impl Hierarchies {
         }
         let mountinfo = std::fs::read_to_string("/proc/self/mountinfo")
             .context("reading /proc/self/mountinfo")?;
-        let own = std::fs::read_to_string("/proc/self/cgroup")
-            .context("reading /proc/self/cgroup")?;
+        let own =
+            std::fs::read_to_string("/proc/self/cgroup").context("reading /proc/self/cgroup")?;
         let h = Hierarchies::parse(&mountinfo, &own)?;
         Ok(HOST.get_or_init(|| h))
     }
@@ -84,15 +84,13 @@ impl Hierarchies {
                 continue;
             };
             match m.fstype {
-                "cgroup2" => {
-                    // The first cgroup2 mount is the system's; later ones are usually
-                    // bind mounts of sub-trees made by container engines.
-                    if v2.is_none() {
-                        v2 = Some(V2Mount {
-                            mountpoint: m.mountpoint,
-                            root: m.root,
-                        });
-                    }
+                // The first cgroup2 mount is the system's; later ones are usually
+                // bind mounts of sub-trees made by container engines.
+                "cgroup2" if v2.is_none() => {
+                    v2 = Some(V2Mount {
+                        mountpoint: m.mountpoint,
+                        root: m.root,
+                    });
                 }
                 "cgroup" => {
                     let controllers: Vec<String> = m
@@ -195,8 +193,7 @@ fn parse_self_cgroup(text: &str) -> (BTreeMap<String, String>, Option<String>) {
     let mut v2 = None;
     for line in text.lines() {
         let mut parts = line.splitn(3, ':');
-        let (Some(id), Some(ctrls), Some(path)) = (parts.next(), parts.next(), parts.next())
-        else {
+        let (Some(id), Some(ctrls), Some(path)) = (parts.next(), parts.next(), parts.next()) else {
             continue;
         };
         if id == "0" && ctrls.is_empty() {
@@ -247,7 +244,10 @@ mod tests {
         assert_eq!(h.mode(), Mode::Hybrid);
         assert_eq!(h.v1.len(), 4);
         assert_eq!(h.v1[0].controllers, vec!["cpu", "cpuacct"]);
-        assert_eq!(h.v1[0].mountpoint, PathBuf::from("/sys/fs/cgroup/cpu,cpuacct"));
+        assert_eq!(
+            h.v1[0].mountpoint,
+            PathBuf::from("/sys/fs/cgroup/cpu,cpuacct")
+        );
         assert_eq!(h.v1[1].controllers, vec!["cpuset"]);
         assert_eq!(h.v1[3].controllers, vec!["name=systemd"]);
         assert_eq!(
@@ -270,8 +270,12 @@ mod tests {
         assert_eq!(Hierarchies::parse(v1, "").unwrap().mode(), Mode::V1);
 
         // name=systemd alone does not make a host hybrid.
-        let only_named = format!("{v2}40 31 0:37 / /sys/fs/cgroup/systemd rw - cgroup cgroup rw,name=systemd\n");
-        assert_eq!(Hierarchies::parse(&only_named, "").unwrap().mode(), Mode::V2);
+        let only_named =
+            format!("{v2}40 31 0:37 / /sys/fs/cgroup/systemd rw - cgroup cgroup rw,name=systemd\n");
+        assert_eq!(
+            Hierarchies::parse(&only_named, "").unwrap().mode(),
+            Mode::V2
+        );
 
         assert!(Hierarchies::parse("1 2 0:1 / / rw - ext4 /dev/sda rw\n", "").is_err());
     }

@@ -62,18 +62,18 @@ impl Rule {
     }
 }
 
-/// OCI rules in normalized form. Validation has already refused FIFOs and
-/// unknown access letters. An unset or empty access means all three, as crun
-/// reads it; "u" (unbuffered char) is a char device to the kernel.
+/// OCI rules in normalized form. Validation has already refused unknown access
+/// letters. An unset or empty access means all three, as crun reads it; "u"
+/// (unbuffered char) is a char device to the kernel; "p" (FIFO) rules are
+/// dropped as runc drops them, since no cgroup controls FIFOs.
 pub(crate) fn rules(list: &[LinuxDeviceCgroup]) -> Vec<Rule> {
     list.iter()
-        .map(|d| {
+        .filter_map(|d| {
             let typ = match d.typ() {
                 None | Some(LinuxDeviceType::A) => DevType::All,
                 Some(LinuxDeviceType::B) => DevType::Block,
-                Some(LinuxDeviceType::C | LinuxDeviceType::U | LinuxDeviceType::P) => {
-                    DevType::Char
-                }
+                Some(LinuxDeviceType::C | LinuxDeviceType::U) => DevType::Char,
+                Some(LinuxDeviceType::P) => return None,
             };
             let num = |n: Option<i64>| n.filter(|n| *n >= 0).map(|n| n as u32);
             let mut access = 0;
@@ -89,13 +89,13 @@ pub(crate) fn rules(list: &[LinuxDeviceCgroup]) -> Vec<Rule> {
                 access = ACC_ALL;
             }
             let all = typ == DevType::All;
-            Rule {
+            Some(Rule {
                 allow: d.allow(),
                 typ,
                 major: if all { None } else { num(d.major()) },
                 minor: if all { None } else { num(d.minor()) },
                 access,
-            }
+            })
         })
         .collect()
 }
@@ -103,10 +103,13 @@ pub(crate) fn rules(list: &[LinuxDeviceCgroup]) -> Vec<Rule> {
 /// v1: close everything, then replay the rules in order.
 pub(crate) fn apply_v1(dir: &Path, rules: &[Rule]) -> Result<()> {
     fsutil::set(dir, "devices.deny", "a", "linux.resources.devices")?;
-    for (i, r) in rules.iter().enumerate() {
-        let file = if r.allow { "devices.allow" } else { "devices.deny" };
-        let field = format!("linux.resources.devices[{i}]");
-        fsutil::set(dir, file, &r.v1_line(), &field)?;
+    for r in rules {
+        let file = if r.allow {
+            "devices.allow"
+        } else {
+            "devices.deny"
+        };
+        fsutil::set(dir, file, &r.v1_line(), "linux.resources.devices")?;
     }
     Ok(())
 }
@@ -153,6 +156,7 @@ mod tests {
                 {"allow":true,"type":"c","major":1,"minor":3,"access":"rw"},
                 {"allow":true,"type":"b","major":8,"access":"m"},
                 {"allow":true,"type":"u","major":4,"minor":-1},
+                {"allow":true,"type":"p","major":0,"minor":0},
                 {"allow":true,"type":"a","major":1,"minor":2,"access":"r"}]"#,
         )
         .unwrap();

@@ -62,6 +62,7 @@ fn regs(dst: u8, src: u8) -> u8 {
     }
 }
 
+#[cfg(test)]
 pub(crate) fn dst_src(regs: u8) -> (u8, u8) {
     if cfg!(target_endian = "little") {
         (regs & 0xf, regs >> 4)
@@ -94,7 +95,13 @@ fn block(rule: &Rule) -> Vec<Insn> {
         b.push(insn(ALU64_MOV_X, 1, 3, 0, 0));
         if rule.allow {
             // requested & !granted != 0 -> not this rule
-            b.push(insn(ALU32_AND_K, 1, 0, 0, i32::from(!rule.access & ACC_ALL)));
+            b.push(insn(
+                ALU32_AND_K,
+                1,
+                0,
+                0,
+                i32::from(!rule.access & ACC_ALL),
+            ));
             b.push(insn(JMP_JNE_K, 1, 0, SKIP_BLOCK, 0));
         } else {
             // requested & denied == 0 -> not this rule
@@ -178,7 +185,14 @@ impl Attr {
 
 fn bpf(cmd: libc::c_long, attr: &mut Attr) -> std::io::Result<i64> {
     // SAFETY: attr is a valid, writable buffer of the size passed.
-    let r = unsafe { libc::syscall(libc::SYS_bpf, cmd, attr as *mut Attr, std::mem::size_of::<Attr>()) };
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            cmd,
+            attr as *mut Attr,
+            std::mem::size_of::<Attr>(),
+        )
+    };
     if r < 0 {
         Err(std::io::Error::last_os_error())
     } else {
@@ -194,7 +208,9 @@ fn load(insns: &[Insn], log: Option<&mut Vec<u8>>) -> std::io::Result<OwnedFd> {
         .u64(8, insns.as_ptr() as u64)
         .u64(16, license.as_ptr() as u64);
     if let Some(buf) = log {
-        a.u32(24, 1).u32(28, buf.len() as u32).u64(32, buf.as_mut_ptr() as u64);
+        a.u32(24, 1)
+            .u32(28, buf.len() as u32)
+            .u64(32, buf.as_mut_ptr() as u64);
     }
     let name = b"kura_devices";
     a.0[48..48 + name.len()].copy_from_slice(name);
@@ -254,8 +270,12 @@ pub(crate) fn apply(dir: &Path, rules: &[Rule]) -> Result<()> {
         .u32(4, prog.as_raw_fd() as u32)
         .u32(8, BPF_CGROUP_DEVICE)
         .u32(12, BPF_F_ALLOW_MULTI);
-    bpf(BPF_PROG_ATTACH, &mut a)
-        .map_err(|e| anyhow!("{field}: attaching the eBPF device filter to {}: {e}", dir.display()))?;
+    bpf(BPF_PROG_ATTACH, &mut a).map_err(|e| {
+        anyhow!(
+            "{field}: attaching the eBPF device filter to {}: {e}",
+            dir.display()
+        )
+    })?;
 
     for id in old {
         let mut g = Attr::new();

@@ -59,7 +59,9 @@ pub(crate) fn parse_u64(s: &str) -> Option<u64> {
     if s == "max" {
         return Some(u64::MAX);
     }
-    s.parse::<u64>().ok().or_else(|| s.parse::<i64>().ok().map(|_| 0))
+    s.parse::<u64>()
+        .ok()
+        .or_else(|| s.parse::<i64>().ok().map(|_| 0))
 }
 
 pub(crate) fn read_u64(dir: &Path, file: &str) -> Result<u64> {
@@ -84,8 +86,8 @@ pub(crate) fn flat_keyed(text: &str) -> impl Iterator<Item = (&str, u64)> {
 
 pub(crate) fn keyed_value(dir: &Path, file: &str, key: &str) -> Option<u64> {
     let text = std::fs::read_to_string(dir.join(file)).ok()?;
-    let v = flat_keyed(&text).find(|(k, _)| *k == key).map(|(_, v)| v);
-    v
+    let found = flat_keyed(&text).find(|(k, _)| *k == key).map(|(_, v)| v);
+    found
 }
 
 /// Pids in `dir`'s `cgroup.procs`; an absent cgroup has none.
@@ -93,7 +95,10 @@ pub(crate) fn procs(dir: &Path) -> Result<Vec<i32>> {
     match std::fs::read_to_string(dir.join("cgroup.procs")) {
         Ok(s) => Ok(s.lines().filter_map(|l| l.trim().parse().ok()).collect()),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Vec::new()),
-        Err(e) => Err(anyhow!("reading {}: {e}", dir.join("cgroup.procs").display())),
+        Err(e) => Err(anyhow!(
+            "reading {}: {e}",
+            dir.join("cgroup.procs").display()
+        )),
     }
 }
 
@@ -160,7 +165,10 @@ pub(crate) fn remove_tree(dir: &Path) -> Result<()> {
 }
 
 /// Polls `done` with growing sleeps until it holds or `timeout` passes.
-pub(crate) fn wait_until(timeout: Duration, mut done: impl FnMut() -> Result<bool>) -> Result<bool> {
+pub(crate) fn wait_until(
+    timeout: Duration,
+    mut done: impl FnMut() -> Result<bool>,
+) -> Result<bool> {
     let start = std::time::Instant::now();
     let mut delay = Duration::from_micros(200);
     loop {

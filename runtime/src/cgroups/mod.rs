@@ -6,7 +6,7 @@
 //! resource, devices and the freezer go to the v1 controllers, and the container
 //! also gets a directory in the unified tree (as runc does), which gives it
 //! `cgroup.kill` and a place for `linux.resources.unified` keys whose controller
-//! is bound there. See [`paths`] for how `linux.cgroupsPath` becomes directories.
+//! is bound there. See `paths.rs` for how `linux.cgroupsPath` becomes directories.
 //!
 //! A [`Cgroup`] is plain data (the resolved directories) and serializes into the
 //! container's state, so `kill`, `pause`, `events`, `update` and `delete` act on
@@ -46,8 +46,6 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, bail, Result};
-use nix::sys::signal::{self, Signal};
-use nix::unistd::Pid;
 use oci_spec::runtime::LinuxResources;
 use serde::{Deserialize, Serialize};
 
@@ -103,25 +101,35 @@ pub(crate) fn nz(v: Option<i64>) -> Option<i64> {
     v.filter(|v| *v != 0)
 }
 
+/// Empty strings are "unset" too: writing "" to cpuset.cpus would empty the set
+/// and make the cgroup refuse every task.
+pub(crate) fn set_str(v: &Option<String>) -> Option<&str> {
+    v.as_deref().filter(|s| !s.trim().is_empty())
+}
+
 impl Cgroup {
-    /// Resolves `linux.cgroupsPath` (see [`paths`] for the rules) on this host.
+    /// Resolves `linux.cgroupsPath` (rules in `paths.rs`) on this host.
     /// Reads /proc only; nothing is created.
     pub fn new(cgroups_path: Option<&str>, id: &str, systemd: bool) -> Result<Cgroup> {
         Cgroup::new_in(Hierarchies::host()?, cgroups_path, id, systemd)
     }
 
-    pub(crate) fn new_in(h: &Hierarchies, cgroups_path: Option<&str>, id: &str, systemd: bool) -> Result<Cgroup> {
+    pub(crate) fn new_in(
+        h: &Hierarchies,
+        cgroups_path: Option<&str>,
+        id: &str,
+        systemd: bool,
+    ) -> Result<Cgroup> {
         let inner = paths::inner_path(cgroups_path, id, systemd)?;
         let r = paths::resolve(h, &inner)?;
-        let v1: Vec<V1Dir> = r
-            .v1
-            .into_iter()
-            .map(|(controllers, mount, path)| V1Dir {
-                controllers,
-                mount,
-                path,
-            })
-            .collect();
+        let v1: Vec<V1Dir> =
+            r.v1.into_iter()
+                .map(|(controllers, mount, path)| V1Dir {
+                    controllers,
+                    mount,
+                    path,
+                })
+                .collect();
         let unified = r.unified.map(|(mount, path)| UnifiedDir { mount, path });
         let cg = Cgroup {
             mode: h.mode(),
@@ -130,7 +138,11 @@ impl Cgroup {
         };
         for (mount, path) in cg.dirs() {
             if !is_below(path, mount) {
-                bail!("cgroup {} is not below its hierarchy {}", path.display(), mount.display());
+                bail!(
+                    "cgroup {} is not below its hierarchy {}",
+                    path.display(),
+                    mount.display()
+                );
             }
         }
         Ok(cg)
@@ -174,7 +186,11 @@ impl Cgroup {
             .v1
             .iter()
             .map(|d| (d.mount.as_path(), d.path.as_path()))
-            .chain(self.unified.iter().map(|u| (u.mount.as_path(), u.path.as_path())));
+            .chain(
+                self.unified
+                    .iter()
+                    .map(|u| (u.mount.as_path(), u.path.as_path())),
+            );
         for (m, p) in all {
             if seen.insert(p) {
                 out.push((m, p));
@@ -218,16 +234,16 @@ impl Cgroup {
         Ok(())
     }
 
-    /// Applies `linux.resources`, validating first. Device rules are always
-    /// applied: absent rules mean "deny every device", never "leave open". The
-    /// caller appends [`default_allowed_devices`] as runc does.
+    /// Applies `linux.resources`, validating first; used by `create` and by
+    /// `update`. Only fields that are set are written, and that includes the
+    /// device rules: `devices: Some(rules)` replaces the rules (default deny, then
+    /// `rules` in order; an empty list denies every device), `devices: None`
+    /// leaves them as they are, so an `update` of memory does not touch device
+    /// access. On create the caller must therefore pass a list, with the runtime's
+    /// own nodes appended (see [`default_allowed_devices`], or
+    /// `spec::resources_with_defaults`); a new cgroup's default is the parent's
+    /// access, usually everything.
     pub fn apply(&self, r: &LinuxResources) -> Result<()> {
-        self.set(r, true)
-    }
-
-    /// `apply` for `kura-runtime update`: fields that are unset stay as they are,
-    /// including the device rules when `devices` is absent.
-    pub fn update(&self, r: &LinuxResources) -> Result<()> {
         self.set(r, r.devices().is_some())
     }
 
@@ -269,7 +285,9 @@ impl Cgroup {
         // The unified tree's freezer works without any controller, so hybrid
         // hosts lacking a v1 freezer can still pause.
         match self.unified_dir() {
-            Some(d) if self.mode == Mode::V2 || fsutil::exists(d, "cgroup.freeze") => Ok(Freezer::V2(d)),
+            Some(d) if self.mode == Mode::V2 || fsutil::exists(d, "cgroup.freeze") => {
+                Ok(Freezer::V2(d))
+            }
             _ => bail!("no freezer: the freezer controller is not mounted on this host"),
         }
     }
@@ -318,10 +336,15 @@ impl Cgroup {
     /// misses, then thawed, unless it was paused before and the signal does not
     /// kill (a paused container stays paused).
     pub fn kill_all(&self, sig: i32) -> Result<()> {
-        let signal = Signal::try_from(sig).map_err(|e| anyhow!("signal {sig}: {e}"))?;
-        if signal == Signal::SIGKILL {
+        // Raw numbers, not nix's Signal: real-time signals (SIGRTMIN+3 stops
+        // systemd in a container) must work too.
+        if sig <= 0 || sig > libc::SIGRTMAX() {
+            bail!("signal {sig} is not a valid signal number");
+        }
+        if sig == libc::SIGKILL {
             if let Some(d) = self.unified_dir() {
-                if fsutil::exists(d, "cgroup.kill") && fsutil::write(d, "cgroup.kill", "1").is_ok() {
+                // Fails with ENOENT before Linux 5.14; then fall through.
+                if fsutil::write(d, "cgroup.kill", "1").is_ok() {
                     return Ok(());
                 }
             }
@@ -330,11 +353,12 @@ impl Cgroup {
         let froze = !was_frozen && self.freeze().is_ok();
         let result = self.pids().map(|pids| {
             for p in pids {
-                // A process that exited meanwhile is fine.
-                let _ = signal::kill(Pid::from_raw(p), signal);
+                // SAFETY: kill(2) has no memory-safety preconditions. A process
+                // that exited meanwhile (ESRCH) is fine to ignore.
+                unsafe { libc::kill(p, sig) };
             }
         });
-        if froze || (was_frozen && signal == Signal::SIGKILL) {
+        if froze || (was_frozen && sig == libc::SIGKILL) {
             self.thaw()?;
         }
         result

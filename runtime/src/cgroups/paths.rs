@@ -44,7 +44,9 @@ pub(crate) fn inner_path(cgroups_path: Option<&str>, id: &str, systemd: bool) ->
     let raw = given.unwrap_or(id);
     let cleaned = clean(raw);
     if cleaned.is_empty() || cleaned == "/" {
-        bail!("linux.cgroupsPath {raw:?} names the root cgroup; refusing to manage the host's cgroup");
+        bail!(
+            "linux.cgroupsPath {raw:?} names the root cgroup; refusing to manage the host's cgroup"
+        );
     }
     Ok(if cleaned.starts_with('/') {
         Inner::Absolute(cleaned)
@@ -79,15 +81,22 @@ fn systemd_path(spec: &str, id: &str) -> Result<String> {
     } else {
         let parts: Vec<&str> = spec.split(':').collect();
         let [slice, prefix, name] = parts[..] else {
-            bail!("linux.cgroupsPath {spec:?}: with systemd cgroups it must be \"slice:prefix:name\"");
+            bail!(
+                "linux.cgroupsPath {spec:?}: with systemd cgroups it must be \"slice:prefix:name\""
+            );
         };
         (slice, prefix, name)
     };
     if name.is_empty() || [slice, prefix, name].iter().any(|s| s.contains('/')) {
         bail!("linux.cgroupsPath {spec:?}: slice, prefix and name must not contain '/' and name must be set");
     }
-    let slice = if slice.is_empty() { "system.slice" } else { slice };
-    let mut path = expand_slice(slice).map_err(|e| anyhow::anyhow!("linux.cgroupsPath {spec:?}: {e}"))?;
+    let slice = if slice.is_empty() {
+        "system.slice"
+    } else {
+        slice
+    };
+    let mut path =
+        expand_slice(slice).map_err(|e| anyhow::anyhow!("linux.cgroupsPath {spec:?}: {e}"))?;
     let unit = if name.ends_with(".slice") {
         name.to_string()
     } else if prefix.is_empty() {
@@ -128,7 +137,13 @@ fn expand_slice(slice: &str) -> Result<String> {
 }
 
 /// The directory for one hierarchy. `own` is the runtime's cgroup in it.
-pub(crate) fn join(mountpoint: &Path, mount_root: &str, own: Option<&str>, inner: &Inner, parent_of_own: bool) -> Result<PathBuf> {
+pub(crate) fn join(
+    mountpoint: &Path,
+    mount_root: &str,
+    own: Option<&str>,
+    inner: &Inner,
+    parent_of_own: bool,
+) -> Result<PathBuf> {
     let rel = match inner {
         Inner::Absolute(p) => p.trim_start_matches('/').to_string(),
         Inner::Relative(p) => {
@@ -166,7 +181,11 @@ pub(crate) fn resolve(h: &Hierarchies, inner: &Inner) -> Result<Resolved> {
     let mut v1 = Vec::new();
     if mode != Mode::V2 {
         for m in &h.v1 {
-            let own = m.controllers.iter().find_map(|c| h.own_v1.get(c)).map(String::as_str);
+            let own = m
+                .controllers
+                .iter()
+                .find_map(|c| h.own_v1.get(c))
+                .map(String::as_str);
             let dir = join(&m.mountpoint, &m.root, own, inner, false)?;
             v1.push((m.controllers.clone(), m.mountpoint.clone(), dir));
         }
@@ -175,7 +194,13 @@ pub(crate) fn resolve(h: &Hierarchies, inner: &Inner) -> Result<Resolved> {
         Some(m) => {
             // On hybrid hosts the unified tree carries no controllers, so the
             // runtime's own cgroup is a fine parent, as in the v1 trees.
-            let dir = join(&m.mountpoint, &m.root, h.own_v2.as_deref(), inner, mode == Mode::V2)?;
+            let dir = join(
+                &m.mountpoint,
+                &m.root,
+                h.own_v2.as_deref(),
+                inner,
+                mode == Mode::V2,
+            )?;
             Some((m.mountpoint.clone(), dir))
         }
         None => None,
@@ -200,8 +225,14 @@ mod tests {
         assert_eq!(inner_path(Some("a/b"), "id", false).unwrap(), rel("a/b"));
         assert_eq!(inner_path(None, "id", false).unwrap(), rel("id"));
         assert_eq!(inner_path(Some(""), "id", false).unwrap(), rel("id"));
-        assert_eq!(inner_path(Some("/../../etc/x"), "id", false).unwrap(), abs("/etc/x"));
-        assert_eq!(inner_path(Some("a/../../../b"), "id", false).unwrap(), rel("b"));
+        assert_eq!(
+            inner_path(Some("/../../etc/x"), "id", false).unwrap(),
+            abs("/etc/x")
+        );
+        assert_eq!(
+            inner_path(Some("a/../../../b"), "id", false).unwrap(),
+            rel("b")
+        );
         assert!(inner_path(Some("/"), "id", false).is_err());
         assert!(inner_path(Some("a/.."), "id", false).is_err());
         assert!(inner_path(None, "a/b", false).is_err());
@@ -211,7 +242,10 @@ mod tests {
     #[test]
     fn systemd_style_maps_to_scope_paths() {
         let p = |s: Option<&str>| inner_path(s, "abc", true).unwrap();
-        assert_eq!(p(Some("system.slice:kura:abc")), abs("/system.slice/kura-abc.scope"));
+        assert_eq!(
+            p(Some("system.slice:kura:abc")),
+            abs("/system.slice/kura-abc.scope")
+        );
         assert_eq!(p(None), abs("/system.slice/kura-abc.scope"));
         assert_eq!(p(Some(":kura:x")), abs("/system.slice/kura-x.scope"));
         assert_eq!(
@@ -219,7 +253,10 @@ mod tests {
             abs("/user.slice/user-1000.slice/docker-x.scope")
         );
         assert_eq!(p(Some("-.slice::x")), abs("/x.scope"));
-        assert_eq!(p(Some("machine.slice::m.slice")), abs("/machine.slice/m.slice"));
+        assert_eq!(
+            p(Some("machine.slice::m.slice")),
+            abs("/machine.slice/m.slice")
+        );
         assert!(inner_path(Some("a/b"), "abc", true).is_err());
         assert!(inner_path(Some("foo:kura:x"), "abc", true).is_err());
         assert!(inner_path(Some("a--b.slice:k:x"), "abc", true).is_err());
@@ -240,7 +277,14 @@ mod tests {
         // Pure v2: the parent of our own cgroup.
         let v2 = Path::new("/sys/fs/cgroup");
         assert_eq!(
-            join(v2, "/", Some("/user.slice/u.slice/s.scope"), &rel("c1"), true).unwrap(),
+            join(
+                v2,
+                "/",
+                Some("/user.slice/u.slice/s.scope"),
+                &rel("c1"),
+                true
+            )
+            .unwrap(),
             PathBuf::from("/sys/fs/cgroup/user.slice/u.slice/c1")
         );
         assert_eq!(
@@ -249,7 +293,14 @@ mod tests {
         );
         // Mount shows a sub-tree: own path is taken relative to it.
         assert_eq!(
-            join(mnt, "/docker/ab", Some("/docker/ab/inner"), &rel("c1"), false).unwrap(),
+            join(
+                mnt,
+                "/docker/ab",
+                Some("/docker/ab/inner"),
+                &rel("c1"),
+                false
+            )
+            .unwrap(),
             PathBuf::from("/sys/fs/cgroup/memory/inner/c1")
         );
         assert_eq!(

@@ -125,7 +125,11 @@ pub(crate) fn hugepage_sizes() -> Vec<String> {
         .filter_map(|e| e.ok())
         .filter_map(|e| {
             let name = e.file_name().into_string().ok()?;
-            let kb: u64 = name.strip_prefix("hugepages-")?.strip_suffix("kB")?.parse().ok()?;
+            let kb: u64 = name
+                .strip_prefix("hugepages-")?
+                .strip_suffix("kB")?
+                .parse()
+                .ok()?;
             Some(page_size_name(kb))
         })
         .collect();
@@ -316,7 +320,9 @@ pub(crate) mod v2 {
                 continue;
             };
             for kv in f {
-                let Some((k, v)) = kv.split_once('=') else { continue };
+                let Some((k, v)) = kv.split_once('=') else {
+                    continue;
+                };
                 let Ok(value) = v.parse() else { continue };
                 let (list, op) = match k {
                     "rbytes" => (&mut s.io_service_bytes_recursive, "Read"),
@@ -367,7 +373,9 @@ fn throttling(text: &str, scale: u64, s: &mut Cpu) {
 pub(crate) fn pids(d: &Path, s: &mut Pids) {
     s.current = read_u64_opt(d, "pids.current").unwrap_or(0);
     // "max" reads as u64::MAX; runc reports no limit as 0.
-    s.limit = read_u64_opt(d, "pids.max").filter(|v| *v != u64::MAX).unwrap_or(0);
+    s.limit = read_u64_opt(d, "pids.max")
+        .filter(|v| *v != u64::MAX)
+        .unwrap_or(0);
 }
 
 #[cfg(test)]
@@ -384,9 +392,15 @@ mod tests {
             assert!(v.get(k).is_some(), "{k}");
         }
         assert_eq!(v["pids"], serde_json::json!({"current": 3}));
-        assert_eq!(v["memory"]["usage"], serde_json::json!({"limit": 10, "failcnt": 0}));
+        assert_eq!(
+            v["memory"]["usage"],
+            serde_json::json!({"limit": 10, "failcnt": 0})
+        );
         assert!(v["memory"].get("kernelTCP").is_some());
-        assert_eq!(v["cpu"]["usage"], serde_json::json!({"kernel": 0, "user": 0}));
+        assert_eq!(
+            v["cpu"]["usage"],
+            serde_json::json!({"kernel": 0, "user": 0})
+        );
         assert!(v["cpu"].get("throttling").is_some());
     }
 
@@ -394,11 +408,18 @@ mod tests {
     fn parses_blkio_and_io_stat() {
         let e = v1::parse_blkio("8:0 Read 4096\n8:0 Write 0\nTotal 4096\n");
         assert_eq!(e.len(), 2);
-        assert_eq!((e[0].major, e[0].minor, e[0].op.as_str(), e[0].value), (8, 0, "Read", 4096));
+        assert_eq!(
+            (e[0].major, e[0].minor, e[0].op.as_str(), e[0].value),
+            (8, 0, "Read", 4096)
+        );
 
         let dir = std::env::temp_dir().join(format!("kura-io-stat-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
-        std::fs::write(dir.join("io.stat"), "8:16 rbytes=10 wbytes=20 rios=1 wios=2 dbytes=0\n").unwrap();
+        std::fs::write(
+            dir.join("io.stat"),
+            "8:16 rbytes=10 wbytes=20 rios=1 wios=2 dbytes=0\n",
+        )
+        .unwrap();
         std::fs::write(dir.join("cpu.stat"), "usage_usec 5\nuser_usec 3\nsystem_usec 2\nnr_periods 4\nnr_throttled 1\nthrottled_usec 7\n").unwrap();
         let mut b = Blkio::default();
         v2::io(&dir, &mut b);

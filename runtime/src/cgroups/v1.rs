@@ -8,7 +8,7 @@ use anyhow::{anyhow, bail, Result};
 use oci_spec::runtime::{LinuxBlockIo, LinuxCpu, LinuxMemory, LinuxResources};
 
 use super::fsutil::{self, exists, read, set};
-use super::{devices, nz, Cgroup};
+use super::{devices, nz, set_str, Cgroup};
 use crate::log;
 
 /// Controllers `r` asks for, with the field to blame when one is missing. Zero
@@ -38,7 +38,7 @@ fn required(r: &LinuxResources, with_devices: bool) -> Vec<(&'static str, &'stat
         if asked {
             need.push(("cpu", "linux.resources.cpu"));
         }
-        if c.cpus().is_some() || c.mems().is_some() {
+        if set_str(c.cpus()).is_some() || set_str(c.mems()).is_some() {
             need.push(("cpuset", "linux.resources.cpu.cpus/mems"));
         }
     }
@@ -85,13 +85,16 @@ pub(crate) fn block_io_asked(b: &LinuxBlockIo) -> bool {
 /// Writes `r` into the v1 hierarchies. All needed controllers are checked before
 /// the first write, so a missing one leaves the cgroup untouched.
 pub(crate) fn apply(cg: &Cgroup, r: &LinuxResources, with_devices: bool) -> Result<()> {
-    let dir = |ctrl: &str, field: &str| {
-        cg.v1_dir(ctrl)
-            .ok_or_else(|| anyhow!("{field}: the {ctrl} cgroup controller is not mounted on this host"))
-    };
     for (ctrl, field) in required(r, with_devices) {
-        dir(ctrl, field)?;
+        if cg.v1_dir(ctrl).is_none() {
+            bail!("{field}: the {ctrl} cgroup controller is not mounted on this host");
+        }
     }
+    // Checked above for every field that is set.
+    let dir = |ctrl: &str| {
+        cg.v1_dir(ctrl)
+            .ok_or_else(|| anyhow!("the {ctrl} cgroup controller is not mounted on this host"))
+    };
     if let Some(m) = r.memory() {
         if m.kernel().is_some_and(|k| k != 0) {
             log::warn("linux.resources.memory.kernel is deprecated and ignored (kernel memory is always accounted)");
@@ -105,27 +108,33 @@ pub(crate) fn apply(cg: &Cgroup, r: &LinuxResources, with_devices: bool) -> Resu
             cpu(d, c)?;
         }
         if let Some(d) = cg.v1_dir("cpuset") {
-            if let Some(v) = c.cpus() {
+            if let Some(v) = set_str(c.cpus()) {
                 set(d, "cpuset.cpus", v, "linux.resources.cpu.cpus")?;
             }
-            if let Some(v) = c.mems() {
+            if let Some(v) = set_str(c.mems()) {
                 set(d, "cpuset.mems", v, "linux.resources.cpu.mems")?;
             }
         }
     }
     if let Some(p) = r.pids().filter(|p| p.limit() != 0) {
-        let v = if p.limit() > 0 { p.limit().to_string() } else { "max".to_string() };
-        set(dir("pids", "")?, "pids.max", &v, "linux.resources.pids.limit")?;
+        let v = if p.limit() > 0 {
+            p.limit().to_string()
+        } else {
+            "max".to_string()
+        };
+        set(dir("pids")?, "pids.max", &v, "linux.resources.pids.limit")?;
     }
     if let Some(b) = r.block_io().as_ref().filter(|b| block_io_asked(b)) {
-        blkio(dir("blkio", "")?, b)?;
+        blkio(dir("blkio")?, b)?;
     }
     for h in r.hugepage_limits().iter().flatten() {
-        let d = dir("hugetlb", "")?;
+        let d = dir("hugetlb")?;
         let size = h.page_size();
         let file = format!("hugetlb.{size}.limit_in_bytes");
         if !exists(d, &file) {
-            bail!("linux.resources.hugepageLimits: page size {size} is not supported by this kernel");
+            bail!(
+                "linux.resources.hugepageLimits: page size {size} is not supported by this kernel"
+            );
         }
         let v = h.limit().to_string();
         set(d, &file, &v, "linux.resources.hugepageLimits.limit")?;
@@ -137,15 +146,30 @@ pub(crate) fn apply(cg: &Cgroup, r: &LinuxResources, with_devices: bool) -> Resu
     }
     if let Some(n) = r.network() {
         if let Some(id) = n.class_id().filter(|c| *c != 0) {
-            set(dir("net_cls", "")?, "net_cls.classid", &id.to_string(), "linux.resources.network.classID")?;
+            set(
+                dir("net_cls")?,
+                "net_cls.classid",
+                &id.to_string(),
+                "linux.resources.network.classID",
+            )?;
         }
         for p in n.priorities().iter().flatten() {
             let line = format!("{} {}", p.name(), p.priority());
-            set(dir("net_prio", "")?, "net_prio.ifpriomap", &line, "linux.resources.network.priorities")?;
+            set(
+                dir("net_prio")?,
+                "net_prio.ifpriomap",
+                &line,
+                "linux.resources.network.priorities",
+            )?;
         }
     }
     for (dev, l) in r.rdma().iter().flatten() {
-        set(dir("rdma", "")?, "rdma.max", &rdma_line(dev, l), "linux.resources.rdma")?;
+        set(
+            dir("rdma")?,
+            "rdma.max",
+            &rdma_line(dev, l),
+            "linux.resources.rdma",
+        )?;
     }
     if with_devices {
         if let Some(d) = cg.v1_dir("devices") {
@@ -158,7 +182,11 @@ pub(crate) fn apply(cg: &Cgroup, r: &LinuxResources, with_devices: bool) -> Resu
 
 pub(crate) fn rdma_line(dev: &str, l: &oci_spec::runtime::LinuxRdma) -> String {
     let v = |n: Option<u32>| n.map_or("max".to_string(), |n| n.to_string());
-    format!("{dev} hca_handle={} hca_object={}", v(l.hca_handles()), v(l.hca_objects()))
+    format!(
+        "{dev} hca_handle={} hca_object={}",
+        v(l.hca_handles()),
+        v(l.hca_objects())
+    )
 }
 
 fn memory(d: &Path, m: &LinuxMemory) -> Result<()> {
@@ -178,7 +206,10 @@ fn memory(d: &Path, m: &LinuxMemory) -> Result<()> {
     if limit == Some(-1) && swap.is_none() && exists(d, MEMSW) {
         swap = Some(-1);
     }
-    let (lf, sf) = ("linux.resources.memory.limit", "linux.resources.memory.swap");
+    let (lf, sf) = (
+        "linux.resources.memory.limit",
+        "linux.resources.memory.swap",
+    );
     match (limit, swap) {
         (Some(l), Some(s)) => {
             // The kernel keeps limit <= memsw at every step, so which file goes
@@ -198,26 +229,56 @@ fn memory(d: &Path, m: &LinuxMemory) -> Result<()> {
         (None, None) => {}
     }
     if let Some(v) = nz(m.reservation()) {
-        set(d, "memory.soft_limit_in_bytes", &v.to_string(), "linux.resources.memory.reservation")?;
+        set(
+            d,
+            "memory.soft_limit_in_bytes",
+            &v.to_string(),
+            "linux.resources.memory.reservation",
+        )?;
     }
     if let Some(v) = nz(m.kernel_tcp()) {
-        set(d, "memory.kmem.tcp.limit_in_bytes", &v.to_string(), "linux.resources.memory.kernelTCP")?;
+        set(
+            d,
+            "memory.kmem.tcp.limit_in_bytes",
+            &v.to_string(),
+            "linux.resources.memory.kernelTCP",
+        )?;
     }
     if let Some(v) = m.swappiness() {
-        set(d, "memory.swappiness", &v.to_string(), "linux.resources.memory.swappiness")?;
+        set(
+            d,
+            "memory.swappiness",
+            &v.to_string(),
+            "linux.resources.memory.swappiness",
+        )?;
     }
     if m.disable_oom_killer() == Some(true) {
-        set(d, "memory.oom_control", "1", "linux.resources.memory.disableOOMKiller")?;
+        set(
+            d,
+            "memory.oom_control",
+            "1",
+            "linux.resources.memory.disableOOMKiller",
+        )?;
     }
     if m.use_hierarchy() == Some(true) {
-        set(d, "memory.use_hierarchy", "1", "linux.resources.memory.useHierarchy")?;
+        set(
+            d,
+            "memory.use_hierarchy",
+            "1",
+            "linux.resources.memory.useHierarchy",
+        )?;
     }
     Ok(())
 }
 
 fn cpu(d: &Path, c: &LinuxCpu) -> Result<()> {
     if let Some(s) = c.shares().filter(|s| *s != 0) {
-        set(d, "cpu.shares", &s.to_string(), "linux.resources.cpu.shares")?;
+        set(
+            d,
+            "cpu.shares",
+            &s.to_string(),
+            "linux.resources.cpu.shares",
+        )?;
         // The kernel clamps out-of-range shares silently; say so instead.
         let got = fsutil::read_u64(d, "cpu.shares")?;
         if got != s {
@@ -234,23 +295,53 @@ fn cpu(d: &Path, c: &LinuxCpu) -> Result<()> {
             Err(e) if e.raw_os_error() == Some(libc::EINVAL) && quota.is_some() => {
                 period_pending = Some(p)
             }
-            Err(_) => set(d, "cpu.cfs_period_us", &p.to_string(), "linux.resources.cpu.period")?,
+            Err(_) => set(
+                d,
+                "cpu.cfs_period_us",
+                &p.to_string(),
+                "linux.resources.cpu.period",
+            )?,
         }
     }
     if let Some(b) = c.burst() {
-        set(d, "cpu.cfs_burst_us", &b.to_string(), "linux.resources.cpu.burst")?;
+        set(
+            d,
+            "cpu.cfs_burst_us",
+            &b.to_string(),
+            "linux.resources.cpu.burst",
+        )?;
     }
     if let Some(q) = quota {
-        set(d, "cpu.cfs_quota_us", &q.to_string(), "linux.resources.cpu.quota")?;
+        set(
+            d,
+            "cpu.cfs_quota_us",
+            &q.to_string(),
+            "linux.resources.cpu.quota",
+        )?;
     }
     if let Some(p) = period_pending {
-        set(d, "cpu.cfs_period_us", &p.to_string(), "linux.resources.cpu.period")?;
+        set(
+            d,
+            "cpu.cfs_period_us",
+            &p.to_string(),
+            "linux.resources.cpu.period",
+        )?;
     }
     if let Some(p) = c.realtime_period().filter(|p| *p != 0) {
-        set(d, "cpu.rt_period_us", &p.to_string(), "linux.resources.cpu.realtimePeriod")?;
+        set(
+            d,
+            "cpu.rt_period_us",
+            &p.to_string(),
+            "linux.resources.cpu.realtimePeriod",
+        )?;
     }
     if let Some(r) = nz(c.realtime_runtime()) {
-        set(d, "cpu.rt_runtime_us", &r.to_string(), "linux.resources.cpu.realtimeRuntime")?;
+        set(
+            d,
+            "cpu.rt_runtime_us",
+            &r.to_string(),
+            "linux.resources.cpu.realtimeRuntime",
+        )?;
     }
     if let Some(i) = c.idle() {
         set(d, "cpu.idle", &i.to_string(), "linux.resources.cpu.idle")?;
@@ -273,12 +364,22 @@ fn blkio(d: &Path, b: &LinuxBlockIo) -> Result<()> {
         set(d, weight, &w.to_string(), "linux.resources.blockIO.weight")?;
     }
     if let Some(w) = b.leaf_weight().filter(|w| *w != 0) {
-        set(d, "blkio.leaf_weight", &w.to_string(), "linux.resources.blockIO.leafWeight")?;
+        set(
+            d,
+            "blkio.leaf_weight",
+            &w.to_string(),
+            "linux.resources.blockIO.leafWeight",
+        )?;
     }
     for wd in b.weight_device().iter().flatten() {
         let dev = format!("{}:{}", wd.major(), wd.minor());
         if let Some(w) = wd.weight().filter(|w| *w != 0) {
-            set(d, weight_device, &format!("{dev} {w}"), "linux.resources.blockIO.weightDevice")?;
+            set(
+                d,
+                weight_device,
+                &format!("{dev} {w}"),
+                "linux.resources.blockIO.weightDevice",
+            )?;
         }
         if let Some(w) = wd.leaf_weight().filter(|w| *w != 0) {
             let field = "linux.resources.blockIO.weightDevice.leafWeight";
@@ -286,10 +387,26 @@ fn blkio(d: &Path, b: &LinuxBlockIo) -> Result<()> {
         }
     }
     for (list, file, field) in [
-        (b.throttle_read_bps_device(), "blkio.throttle.read_bps_device", "throttleReadBpsDevice"),
-        (b.throttle_write_bps_device(), "blkio.throttle.write_bps_device", "throttleWriteBpsDevice"),
-        (b.throttle_read_iops_device(), "blkio.throttle.read_iops_device", "throttleReadIOPSDevice"),
-        (b.throttle_write_iops_device(), "blkio.throttle.write_iops_device", "throttleWriteIOPSDevice"),
+        (
+            b.throttle_read_bps_device(),
+            "blkio.throttle.read_bps_device",
+            "throttleReadBpsDevice",
+        ),
+        (
+            b.throttle_write_bps_device(),
+            "blkio.throttle.write_bps_device",
+            "throttleWriteBpsDevice",
+        ),
+        (
+            b.throttle_read_iops_device(),
+            "blkio.throttle.read_iops_device",
+            "throttleReadIOPSDevice",
+        ),
+        (
+            b.throttle_write_iops_device(),
+            "blkio.throttle.write_iops_device",
+            "throttleWriteIOPSDevice",
+        ),
     ] {
         for t in list.iter().flatten() {
             let line = format!("{}:{} {}", t.major(), t.minor(), t.rate());
@@ -338,7 +455,10 @@ pub(crate) fn freeze(d: &Path) -> Result<()> {
     })?;
     if !frozen {
         let _ = thaw(d);
-        bail!("freezing {}: tasks did not stop within {FREEZE_TIMEOUT:?}", d.display());
+        bail!(
+            "freezing {}: tasks did not stop within {FREEZE_TIMEOUT:?}",
+            d.display()
+        );
     }
     Ok(())
 }
@@ -349,5 +469,8 @@ pub(crate) fn thaw(d: &Path) -> Result<()> {
 
 pub(crate) fn is_frozen(d: &Path) -> Result<bool> {
     // FREEZING counts as frozen: it is what pause asked for and has not undone.
-    Ok(matches!(read(d, "freezer.state")?.trim(), "FROZEN" | "FREEZING"))
+    Ok(matches!(
+        read(d, "freezer.state")?.trim(),
+        "FROZEN" | "FREEZING"
+    ))
 }

@@ -11,7 +11,7 @@ use oci_spec::runtime::{LinuxBlockIo, LinuxCpu, LinuxMemory, LinuxResources};
 
 use super::convert::{self, max_or};
 use super::fsutil::{self, exists, read, set};
-use super::{devices, devices_bpf, nz, v1};
+use super::{devices, devices_bpf, nz, set_str, v1};
 use crate::log;
 
 /// Controllers usable in `dir`, i.e. enabled in its parent's subtree_control.
@@ -66,7 +66,7 @@ fn required(r: &LinuxResources) -> Vec<(&'static str, &'static str)> {
         if asked {
             need.push(("cpu", "linux.resources.cpu"));
         }
-        if c.cpus().is_some() || c.mems().is_some() {
+        if set_str(c.cpus()).is_some() || set_str(c.mems()).is_some() {
             need.push(("cpuset", "linux.resources.cpu.cpus/mems"));
         }
     }
@@ -102,15 +102,20 @@ pub(crate) fn apply(d: &Path, r: &LinuxResources, with_devices: bool) -> Result<
     }
     if let Some(c) = r.cpu() {
         cpu(d, c)?;
-        if let Some(v) = c.cpus() {
+        if let Some(v) = set_str(c.cpus()) {
             set(d, "cpuset.cpus", v, "linux.resources.cpu.cpus")?;
         }
-        if let Some(v) = c.mems() {
+        if let Some(v) = set_str(c.mems()) {
             set(d, "cpuset.mems", v, "linux.resources.cpu.mems")?;
         }
     }
     if let Some(p) = r.pids().filter(|p| p.limit() != 0) {
-        set(d, "pids.max", &max_or(p.limit()), "linux.resources.pids.limit")?;
+        set(
+            d,
+            "pids.max",
+            &max_or(p.limit()),
+            "linux.resources.pids.limit",
+        )?;
     }
     if let Some(b) = r.block_io().as_ref().filter(|b| v1::block_io_asked(b)) {
         io(d, b)?;
@@ -119,7 +124,9 @@ pub(crate) fn apply(d: &Path, r: &LinuxResources, with_devices: bool) -> Result<
         let size = h.page_size();
         let file = format!("hugetlb.{size}.max");
         if !exists(d, &file) {
-            bail!("linux.resources.hugepageLimits: page size {size} is not supported by this kernel");
+            bail!(
+                "linux.resources.hugepageLimits: page size {size} is not supported by this kernel"
+            );
         }
         let v = max_or(h.limit());
         set(d, &file, &v, "linux.resources.hugepageLimits.limit")?;
@@ -129,7 +136,12 @@ pub(crate) fn apply(d: &Path, r: &LinuxResources, with_devices: bool) -> Result<
         }
     }
     for (dev, l) in r.rdma().iter().flatten() {
-        set(d, "rdma.max", &v1::rdma_line(dev, l), "linux.resources.rdma")?;
+        set(
+            d,
+            "rdma.max",
+            &v1::rdma_line(dev, l),
+            "linux.resources.rdma",
+        )?;
     }
     if with_devices {
         let list = r.devices().clone().unwrap_or_default();
@@ -143,7 +155,11 @@ pub(crate) fn apply(d: &Path, r: &LinuxResources, with_devices: bool) -> Result<
 
 /// `linux.resources.unified`: raw file writes, last so they override anything
 /// converted above. Keys of controllers not enabled here are refused up front.
-pub(crate) fn apply_unified(d: &Path, u: &HashMap<String, String>, avail: &BTreeSet<String>) -> Result<()> {
+pub(crate) fn apply_unified(
+    d: &Path,
+    u: &HashMap<String, String>,
+    avail: &BTreeSet<String>,
+) -> Result<()> {
     let mut keys: Vec<&String> = u.keys().collect();
     keys.sort();
     for k in &keys {
@@ -162,7 +178,9 @@ pub(crate) fn apply_unified(d: &Path, u: &HashMap<String, String>, avail: &BTree
 }
 
 fn warn_ignored(field: &str) {
-    log::warn(&format!("linux.resources.{field} has no cgroup v2 equivalent and is ignored"));
+    log::warn(&format!(
+        "linux.resources.{field} has no cgroup v2 equivalent and is ignored"
+    ));
 }
 
 fn memory(d: &Path, m: &LinuxMemory) -> Result<()> {
@@ -200,7 +218,9 @@ fn memory(d: &Path, m: &LinuxMemory) -> Result<()> {
             match fsutil::write(d, "memory.swap.max", &value) {
                 Ok(()) => {}
                 // No swap accounting: "no limit" and "no swap" already hold.
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound && (value == "max" || value == "0") => {}
+                Err(e)
+                    if e.kind() == std::io::ErrorKind::NotFound
+                        && (value == "max" || value == "0") => {}
                 Err(_) => set(d, "memory.swap.max", &value, "linux.resources.memory.swap")?,
             }
         }
@@ -209,7 +229,12 @@ fn memory(d: &Path, m: &LinuxMemory) -> Result<()> {
         }
     }
     if let Some(r) = nz(m.reservation()) {
-        set(d, "memory.low", &max_or(r), "linux.resources.memory.reservation")?;
+        set(
+            d,
+            "memory.low",
+            &max_or(r),
+            "linux.resources.memory.reservation",
+        )?;
     }
     Ok(())
 }
@@ -220,11 +245,18 @@ fn cpu(d: &Path, c: &LinuxCpu) -> Result<()> {
     }
     if let Some(s) = c.shares().filter(|s| *s != 0) {
         let w = convert::cpu_shares_to_weight(s);
-        set(d, "cpu.weight", &w.to_string(), "linux.resources.cpu.shares")?;
+        set(
+            d,
+            "cpu.weight",
+            &w.to_string(),
+            "linux.resources.cpu.shares",
+        )?;
     }
     // The kernel wants burst <= quota at every step: try burst first (works when
     // shrinking it), and again after cpu.max (works when growing both).
-    let burst_first = c.burst().map(|b| fsutil::write(d, "cpu.max.burst", &b.to_string()));
+    let burst_first = c
+        .burst()
+        .map(|b| fsutil::write(d, "cpu.max.burst", &b.to_string()));
     let quota = nz(c.quota());
     let period = c.period().filter(|p| *p != 0);
     if quota.is_some() || period.is_some() {
@@ -242,11 +274,20 @@ fn cpu(d: &Path, c: &LinuxCpu) -> Result<()> {
             Some(p) => format!("{q} {p}"),
             None => q,
         };
-        let field = if quota.is_some() { "linux.resources.cpu.quota" } else { "linux.resources.cpu.period" };
+        let field = if quota.is_some() {
+            "linux.resources.cpu.quota"
+        } else {
+            "linux.resources.cpu.period"
+        };
         set(d, "cpu.max", &v, field)?;
     }
     if let (Some(b), Some(Err(_))) = (c.burst(), burst_first) {
-        set(d, "cpu.max.burst", &b.to_string(), "linux.resources.cpu.burst")?;
+        set(
+            d,
+            "cpu.max.burst",
+            &b.to_string(),
+            "linux.resources.cpu.burst",
+        )?;
     }
     if let Some(i) = c.idle() {
         set(d, "cpu.idle", &i.to_string(), "linux.resources.cpu.idle")?;
@@ -259,7 +300,12 @@ fn io(d: &Path, b: &LinuxBlockIo) -> Result<()> {
     let bfq = exists(d, "io.bfq.weight");
     if let Some(w) = b.weight().filter(|w| *w != 0) {
         if bfq {
-            set(d, "io.bfq.weight", &w.to_string(), "linux.resources.blockIO.weight")?;
+            set(
+                d,
+                "io.bfq.weight",
+                &w.to_string(),
+                "linux.resources.blockIO.weight",
+            )?;
         } else {
             let v = convert::blkio_weight_to_io_weight(w).to_string();
             set(d, "io.weight", &v, "linux.resources.blockIO.weight")?;
@@ -284,16 +330,41 @@ fn io(d: &Path, b: &LinuxBlockIo) -> Result<()> {
         }
     }
     for (list, key, field) in [
-        (b.throttle_read_bps_device(), "rbps", "throttleReadBpsDevice"),
-        (b.throttle_write_bps_device(), "wbps", "throttleWriteBpsDevice"),
-        (b.throttle_read_iops_device(), "riops", "throttleReadIOPSDevice"),
-        (b.throttle_write_iops_device(), "wiops", "throttleWriteIOPSDevice"),
+        (
+            b.throttle_read_bps_device(),
+            "rbps",
+            "throttleReadBpsDevice",
+        ),
+        (
+            b.throttle_write_bps_device(),
+            "wbps",
+            "throttleWriteBpsDevice",
+        ),
+        (
+            b.throttle_read_iops_device(),
+            "riops",
+            "throttleReadIOPSDevice",
+        ),
+        (
+            b.throttle_write_iops_device(),
+            "wiops",
+            "throttleWriteIOPSDevice",
+        ),
     ] {
         for t in list.iter().flatten() {
             // v1 reads a rate of 0 as "no limit"; v2 would read it as "no I/O".
-            let rate = if t.rate() == 0 { "max".to_string() } else { t.rate().to_string() };
+            let rate = if t.rate() == 0 {
+                "max".to_string()
+            } else {
+                t.rate().to_string()
+            };
             let line = format!("{}:{} {key}={rate}", t.major(), t.minor());
-            set(d, "io.max", &line, &format!("linux.resources.blockIO.{field}"))?;
+            set(
+                d,
+                "io.max",
+                &line,
+                &format!("linux.resources.blockIO.{field}"),
+            )?;
         }
     }
     Ok(())
@@ -303,7 +374,10 @@ const FREEZE_TIMEOUT: Duration = Duration::from_secs(5);
 
 pub(crate) fn freeze(d: &Path) -> Result<()> {
     if !exists(d, "cgroup.freeze") {
-        bail!("freezing {}: this kernel has no cgroup v2 freezer (needs Linux 5.2)", d.display());
+        bail!(
+            "freezing {}: this kernel has no cgroup v2 freezer (needs Linux 5.2)",
+            d.display()
+        );
     }
     fsutil::write(d, "cgroup.freeze", "1").map_err(|e| anyhow!("freezing {}: {e}", d.display()))?;
     // cgroup.freeze is a request; cgroup.events says when every task has stopped.
@@ -312,7 +386,10 @@ pub(crate) fn freeze(d: &Path) -> Result<()> {
     })?;
     if !frozen {
         let _ = thaw(d);
-        bail!("freezing {}: tasks did not stop within {FREEZE_TIMEOUT:?}", d.display());
+        bail!(
+            "freezing {}: tasks did not stop within {FREEZE_TIMEOUT:?}",
+            d.display()
+        );
     }
     Ok(())
 }

@@ -4,7 +4,7 @@
 //! write then fails naming the same field.
 
 use anyhow::{bail, Result};
-use oci_spec::runtime::{LinuxDeviceType, LinuxResources};
+use oci_spec::runtime::LinuxResources;
 
 use super::convert;
 use super::Mode;
@@ -52,7 +52,10 @@ fn cpu(r: &LinuxResources, mode: Mode) -> Result<()> {
     if let Some(q) = c.quota().filter(|q| *q < -1) {
         bail!("linux.resources.cpu.quota: {q} is neither a duration in µs nor -1 (unlimited)");
     }
-    if let Some(p) = c.period().filter(|p| *p != 0 && !(1000..=1_000_000).contains(p)) {
+    if let Some(p) = c
+        .period()
+        .filter(|p| *p != 0 && !(1000..=1_000_000).contains(p))
+    {
         bail!("linux.resources.cpu.period: {p} µs is outside the kernel's 1000..=1000000");
     }
     if let Some(i) = c.idle().filter(|i| *i != 0 && *i != 1) {
@@ -94,10 +97,17 @@ fn block_io(r: &LinuxResources) -> Result<()> {
     weight_in_range("linux.resources.blockIO.leafWeight", b.leaf_weight())?;
     for d in b.weight_device().iter().flatten() {
         if d.major() < 0 || d.minor() < 0 {
-            bail!("linux.resources.blockIO.weightDevice: bad device {}:{}", d.major(), d.minor());
+            bail!(
+                "linux.resources.blockIO.weightDevice: bad device {}:{}",
+                d.major(),
+                d.minor()
+            );
         }
         weight_in_range("linux.resources.blockIO.weightDevice.weight", d.weight())?;
-        weight_in_range("linux.resources.blockIO.weightDevice.leafWeight", d.leaf_weight())?;
+        weight_in_range(
+            "linux.resources.blockIO.weightDevice.leafWeight",
+            d.leaf_weight(),
+        )?;
     }
     for (name, list) in [
         ("throttleReadBpsDevice", b.throttle_read_bps_device()),
@@ -107,7 +117,11 @@ fn block_io(r: &LinuxResources) -> Result<()> {
     ] {
         for d in list.iter().flatten() {
             if d.major() < 0 || d.minor() < 0 {
-                bail!("linux.resources.blockIO.{name}: bad device {}:{}", d.major(), d.minor());
+                bail!(
+                    "linux.resources.blockIO.{name}: bad device {}:{}",
+                    d.major(),
+                    d.minor()
+                );
             }
         }
     }
@@ -126,10 +140,17 @@ pub(crate) fn valid_page_size(s: &str) -> bool {
 fn hugepages(r: &LinuxResources) -> Result<()> {
     for h in r.hugepage_limits().iter().flatten() {
         if !valid_page_size(h.page_size()) {
-            bail!("linux.resources.hugepageLimits.pageSize: {:?} is not like \"2MB\"", h.page_size());
+            bail!(
+                "linux.resources.hugepageLimits.pageSize: {:?} is not like \"2MB\"",
+                h.page_size()
+            );
         }
         if h.limit() < -1 {
-            bail!("linux.resources.hugepageLimits.limit: {} for {}", h.limit(), h.page_size());
+            bail!(
+                "linux.resources.hugepageLimits.limit: {} for {}",
+                h.limit(),
+                h.page_size()
+            );
         }
     }
     Ok(())
@@ -147,7 +168,10 @@ fn network(r: &LinuxResources, mode: Mode) -> Result<()> {
     }
     for p in n.priorities().iter().flatten() {
         if p.name().is_empty() || p.name().contains(char::is_whitespace) {
-            bail!("linux.resources.network.priorities: bad interface name {:?}", p.name());
+            bail!(
+                "linux.resources.network.priorities: bad interface name {:?}",
+                p.name()
+            );
         }
     }
     Ok(())
@@ -155,9 +179,6 @@ fn network(r: &LinuxResources, mode: Mode) -> Result<()> {
 
 fn devices(r: &LinuxResources) -> Result<()> {
     for d in r.devices().iter().flatten() {
-        if matches!(d.typ(), Some(LinuxDeviceType::P)) {
-            bail!("linux.resources.devices: type \"p\" (FIFO) cannot be controlled by the devices cgroup");
-        }
         if let Some(a) = d.access() {
             if !a.chars().all(|c| matches!(c, 'r' | 'w' | 'm')) {
                 bail!("linux.resources.devices.access: {a:?} must use only r, w and m");
@@ -206,11 +227,13 @@ mod tests {
 
     #[test]
     fn accepts_a_typical_config() {
-        let r = res(r#"{"devices":[{"allow":false,"access":"rwm"},{"allow":true,"type":"c","major":1,"minor":3,"access":"rwm"}],
+        let r = res(
+            r#"{"devices":[{"allow":false,"access":"rwm"},{"allow":true,"type":"c","major":1,"minor":3,"access":"rwm"}],
             "memory":{"limit":67108864,"swap":134217728,"swappiness":60},
             "cpu":{"shares":512,"quota":50000,"period":100000,"cpus":"0-1","mems":"0"},
             "pids":{"limit":64},"blockIO":{"weight":500},
-            "hugepageLimits":[{"pageSize":"2MB","limit":0}]}"#);
+            "hugepageLimits":[{"pageSize":"2MB","limit":0}]}"#,
+        );
         for mode in [Mode::V1, Mode::V2, Mode::Hybrid] {
             validate(&r, mode).unwrap();
         }
@@ -218,21 +241,34 @@ mod tests {
 
     #[test]
     fn errors_name_the_field() {
-        assert!(err(r#"{"memory":{"limit":-5}}"#, Mode::V1).starts_with("linux.resources.memory.limit:"));
-        assert!(err(r#"{"memory":{"limit":100,"swap":50}}"#, Mode::V1).starts_with("linux.resources.memory.swap:"));
-        assert!(err(r#"{"memory":{"swap":50}}"#, Mode::V2).starts_with("linux.resources.memory.swap:"));
+        assert!(err(r#"{"memory":{"limit":-5}}"#, Mode::V1)
+            .starts_with("linux.resources.memory.limit:"));
+        assert!(err(r#"{"memory":{"limit":100,"swap":50}}"#, Mode::V1)
+            .starts_with("linux.resources.memory.swap:"));
+        assert!(
+            err(r#"{"memory":{"swap":50}}"#, Mode::V2).starts_with("linux.resources.memory.swap:")
+        );
         validate(&res(r#"{"memory":{"swap":50}}"#), Mode::V1).unwrap();
         assert!(err(r#"{"memory":{"swappiness":101}}"#, Mode::V1).contains("swappiness"));
-        assert!(err(r#"{"cpu":{"period":10}}"#, Mode::V1).starts_with("linux.resources.cpu.period:"));
+        assert!(
+            err(r#"{"cpu":{"period":10}}"#, Mode::V1).starts_with("linux.resources.cpu.period:")
+        );
         assert!(err(r#"{"cpu":{"realtimeRuntime":5}}"#, Mode::V2).contains("realtimeRuntime"));
         validate(&res(r#"{"cpu":{"realtimeRuntime":5}}"#), Mode::Hybrid).unwrap();
         assert!(err(r#"{"cpu":{"cpus":"0;rm"}}"#, Mode::V1).contains("cpu.cpus"));
         assert!(err(r#"{"blockIO":{"weight":5}}"#, Mode::V1).contains("blockIO.weight"));
-        assert!(err(r#"{"hugepageLimits":[{"pageSize":"2M","limit":1}]}"#, Mode::V1).contains("pageSize"));
+        assert!(err(
+            r#"{"hugepageLimits":[{"pageSize":"2M","limit":1}]}"#,
+            Mode::V1
+        )
+        .contains("pageSize"));
         assert!(err(r#"{"network":{"classID":7}}"#, Mode::V2).contains("network.classID"));
         validate(&res(r#"{"network":{"classID":7}}"#), Mode::Hybrid).unwrap();
-        assert!(err(r#"{"devices":[{"allow":true,"access":"rx"}]}"#, Mode::V1).contains("devices.access"));
-        assert!(err(r#"{"devices":[{"allow":true,"type":"p"}]}"#, Mode::V1).contains("FIFO"));
+        assert!(
+            err(r#"{"devices":[{"allow":true,"access":"rx"}]}"#, Mode::V1)
+                .contains("devices.access")
+        );
+        validate(&res(r#"{"devices":[{"allow":true,"type":"p"}]}"#), Mode::V1).unwrap();
         assert!(err(r#"{"unified":{"memory.max":"1"}}"#, Mode::V1).contains("unified"));
         assert!(err(r#"{"unified":{"../x":"1"}}"#, Mode::V2).contains("unified"));
         validate(&res(r#"{"unified":{"memory.max":"1"}}"#), Mode::Hybrid).unwrap();

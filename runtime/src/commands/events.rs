@@ -16,8 +16,13 @@ pub struct Args {
 }
 
 pub fn parse_duration(s: &str) -> Result<Duration> {
-    let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(s.len()));
-    let n: f64 = num.parse().map_err(|_| anyhow::anyhow!("--interval: bad duration {s:?}"))?;
+    let (num, unit) = s.split_at(
+        s.find(|c: char| !c.is_ascii_digit() && c != '.')
+            .unwrap_or(s.len()),
+    );
+    let n: f64 = num
+        .parse()
+        .map_err(|_| anyhow::anyhow!("--interval: bad duration {s:?}"))?;
     let secs = match unit {
         "ms" => n / 1000.0,
         "s" | "" => n,

@@ -58,7 +58,10 @@ fn from_args(root: &Path, a: &Args) -> Result<Process> {
     }
     let st = State::load(root, &a.id)?;
     let spec = kura_runtime::container::saved_spec(root, &st)?;
-    let mut p = spec.process().clone().context("container config has no process")?;
+    let mut p = spec
+        .process()
+        .clone()
+        .context("container config has no process")?;
     p.set_args(Some(a.command.clone()));
     p.set_terminal(Some(a.tty));
     p.set_console_size(None);
@@ -88,7 +91,10 @@ fn from_args(root: &Path, a: &Args) -> Result<Process> {
         let extra: Capabilities = a
             .cap
             .iter()
-            .map(|c| Capability::from_str(c.trim_start_matches("CAP_")).map_err(|_| anyhow::anyhow!("--cap: unknown capability {c:?}")))
+            .map(|c| {
+                Capability::from_str(c.trim_start_matches("CAP_"))
+                    .map_err(|_| anyhow::anyhow!("--cap: unknown capability {c:?}"))
+            })
             .collect::<Result<_>>()?;
         let add = |s: &Option<Capabilities>| -> Option<Capabilities> {
             let mut s = s.clone().unwrap_or_default();
@@ -116,9 +122,12 @@ pub fn run(root: &Path, a: &Args) -> Result<i32> {
     super::harden();
     let process = match &a.process {
         Some(f) => {
-            let raw = std::fs::read(f).with_context(|| format!("--process: read {}", f.display()))?;
+            let raw =
+                std::fs::read(f).with_context(|| format!("--process: read {}", f.display()))?;
             let de = &mut serde_json::Deserializer::from_slice(&raw);
-            serde_path_to_error::deserialize(de).map_err(|e| anyhow::anyhow!("--process {}: {}: {}", f.display(), e.path(), e.inner()))?
+            serde_path_to_error::deserialize(de).map_err(|e| {
+                anyhow::anyhow!("--process {}: {}: {}", f.display(), e.path(), e.inner())
+            })?
         }
         None => from_args(root, a)?,
     };

@@ -30,7 +30,10 @@ pub fn run(root: &Path, a: &Args) -> Result<()> {
         println!("{}", serde_json::to_string(&rows)?);
         return Ok(());
     }
-    println!("{:<20} {:<8} {:<10} {:<40} {:<32} OWNER", "ID", "PID", "STATUS", "BUNDLE", "CREATED");
+    println!(
+        "{:<20} {:<8} {:<10} {:<40} {:<32} OWNER",
+        "ID", "PID", "STATUS", "BUNDLE", "CREATED"
+    );
     for r in rows {
         println!(
             "{:<20} {:<8} {:<10} {:<40} {:<32} {}",

@@ -34,7 +34,10 @@ pub fn dispatch(cli: &Cli) -> Result<i32> {
         Cmd::Update(a) => update::run(root, a).map(|_| 0),
         Cmd::Spec(a) => spec::run(a).map(|_| 0),
         Cmd::Features => {
-            println!("{}", serde_json::to_string_pretty(&kura_runtime::features::features())?);
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&kura_runtime::features::features())?
+            );
             Ok(0)
         }
     }

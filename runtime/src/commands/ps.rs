@@ -20,15 +20,28 @@ pub fn run(root: &Path, a: &Args) -> Result<()> {
         println!("{}", serde_json::to_string(&pids)?);
         return Ok(());
     }
-    let args = if a.ps_args.is_empty() { vec!["-ef".to_string()] } else { a.ps_args.clone() };
+    let args = if a.ps_args.is_empty() {
+        vec!["-ef".to_string()]
+    } else {
+        a.ps_args.clone()
+    };
     let out = Command::new("ps").args(&args).output().context("run ps")?;
     let text = String::from_utf8_lossy(&out.stdout);
     let mut lines = text.lines();
-    let Some(header) = lines.next() else { return Ok(()) };
-    let col = header.split_whitespace().position(|c| c == "PID").context("ps output has no PID column")?;
+    let Some(header) = lines.next() else {
+        return Ok(());
+    };
+    let col = header
+        .split_whitespace()
+        .position(|c| c == "PID")
+        .context("ps output has no PID column")?;
     println!("{header}");
     for l in lines {
-        if let Some(pid) = l.split_whitespace().nth(col).and_then(|p| p.parse::<i32>().ok()) {
+        if let Some(pid) = l
+            .split_whitespace()
+            .nth(col)
+            .and_then(|p| p.parse::<i32>().ok())
+        {
             if pids.contains(&pid) {
                 println!("{l}");
             }

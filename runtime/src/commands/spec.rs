@@ -18,6 +18,7 @@ pub fn run(a: &Args) -> Result<()> {
         bail!("{} already exists; remove it first", p.display());
     }
     let v = kura_runtime::template::default_spec(a.rootless);
-    std::fs::write(&p, serde_json::to_string_pretty(&v)? + "\n").with_context(|| format!("write {}", p.display()))?;
+    std::fs::write(&p, serde_json::to_string_pretty(&v)? + "\n")
+        .with_context(|| format!("write {}", p.display()))?;
     Ok(())
 }

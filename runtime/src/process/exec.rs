@@ -165,7 +165,8 @@ fn child_main(
     }
     let env = super::init::prepare_common(process, preserve_fds, None)?;
     let exe = super::init::find_executable(process, &env)?;
-    let sets = caps::from_spec(process.capabilities().as_ref());
+    let mut sets = caps::from_spec(process.capabilities().as_ref());
+    sets.limit_to(caps::held());
     let nnp = process.no_new_privileges().unwrap_or(false);
     if let (Some(p), false) = (seccomp, nnp) {
         crate::seccomp::install(p).context("linux.seccomp: install filter")?;

@@ -70,7 +70,6 @@ fn run(args: &mut InitArgs) -> Result<Infallible> {
     reset_signals();
     args.sync.expect(Msg::Go, "kura-runtime")?;
     let spec: &Spec = &args.bundle.spec;
-    let process = spec.process().as_ref().context("process: missing")?;
     if args.new_userns {
         // Become the mapped root so files we create are owned by a mapped id.
         check(unsafe { libc::syscall(libc::SYS_setresgid, 0, 0, 0) } as i32, "setresgid 0 in the user namespace")?;
@@ -94,10 +93,11 @@ fn run(args: &mut InitArgs) -> Result<Infallible> {
         spec,
         rootfs: &args.bundle.rootfs,
         bundle: &args.bundle.dir,
-        userns: args.new_userns || spec_has_userns(spec),
+        userns: args.new_userns || has_ns(spec, oci_spec::runtime::LinuxNamespaceType::User),
         cgroupns: args.new_cgroupns,
         cgroups: &cgroups,
         notify_socket: args.notify_socket.as_deref(),
+        host_mount_ns: !has_ns(spec, oci_spec::runtime::LinuxNamespaceType::Mount),
     };
     unsafe { libc::umask(0) };
     let root_fd = rootfs::prepare(&setup)?;
@@ -106,9 +106,24 @@ fn run(args: &mut InitArgs) -> Result<Infallible> {
         args.sync.expect(Msg::Go, "kura-runtime (createRuntime hooks)")?;
     }
     hooks::run(hooks, Kind::CreateContainer, &hook_state(args, pid, Status::Creating))?;
-    rootfs::pivot(&args.bundle.rootfs, args.no_pivot)?;
+    let how = if setup.host_mount_ns {
+        rootfs::RootSwitch::Chroot
+    } else if args.no_pivot {
+        rootfs::RootSwitch::MoveChroot
+    } else {
+        rootfs::RootSwitch::Pivot
+    };
+    let host_mount_ns = setup.host_mount_ns;
+    rootfs::pivot(&args.bundle.rootfs, how)?;
     drop(root_fd);
 
+    let Some(process) = spec.process().as_ref() else {
+        // No process: the container exists but can never run; `start` refuses it.
+        rootfs::finish(spec, host_mount_ns)?;
+        args.sync.send(&Msg::Ready)?;
+        let _ = wait_for_start(args.fifo.as_raw_fd());
+        fail("process: not set in config.json; nothing to start");
+    };
     if process.terminal().unwrap_or(false) {
         let console = args.console.take().context("terminal without console socket")?;
         let pty = crate::terminal::open_pty()?;
@@ -122,7 +137,7 @@ fn run(args: &mut InitArgs) -> Result<Infallible> {
     } else if unsafe { libc::setsid() } < 0 {
         bail!("setsid: {}", std::io::Error::last_os_error());
     }
-    rootfs::finish(spec)?;
+    rootfs::finish(spec, host_mount_ns)?;
     rootfs::sysctl(spec)?;
     if let Some(h) = spec.hostname() {
         nix::unistd::sethostname(h).with_context(|| format!("hostname: set {h:?}"))?;
@@ -141,7 +156,11 @@ fn run(args: &mut InitArgs) -> Result<Infallible> {
     let env = prepare_common(process, args.preserve_fds, args.notify_socket.as_deref())?;
     let exe = find_executable(process, &env)?;
 
-    let sets = caps::from_spec(process.capabilities().as_ref());
+    let mut sets = caps::from_spec(process.capabilities().as_ref());
+    let dropped = sets.limit_to(caps::held());
+    if !dropped.is_empty() {
+        crate::log::warn(&format!("process.capabilities: the runtime does not hold {}; not granted", dropped.join(", ")));
+    }
     let nnp = process.no_new_privileges().unwrap_or(false);
     let mut listener = None;
     if let (Some(p), false) = (&args.seccomp, nnp) {
@@ -172,11 +191,11 @@ fn run(args: &mut InitArgs) -> Result<Infallible> {
     fail(&format!("exec {}: {e}", exe.display()));
 }
 
-fn spec_has_userns(spec: &Spec) -> bool {
+fn has_ns(spec: &Spec, t: oci_spec::runtime::LinuxNamespaceType) -> bool {
     spec.linux()
         .as_ref()
         .and_then(|l| l.namespaces().as_ref())
-        .is_some_and(|n| n.iter().any(|n| n.typ() == oci_spec::runtime::LinuxNamespaceType::User))
+        .is_some_and(|n| n.iter().any(|n| n.typ() == t))
 }
 
 pub fn fail(msg: &str) -> ! {

@@ -121,15 +121,17 @@ pub fn create(opts: CreateOpts) -> Result<(State, bool)> {
     state::validate_id(&opts.id)?;
     let bundle = crate::spec::load_bundle(&opts.bundle)?;
     let spec = &bundle.spec;
-    let process = spec.process().as_ref().context("process: missing")?;
-    let terminal = process.terminal().unwrap_or(false);
+    let process = spec.process().as_ref();
+    let terminal = process.and_then(|p| p.terminal()).unwrap_or(false);
     if terminal && opts.console_socket.is_none() && opts.console_fd.is_none() {
         bail!("process.terminal is true: --console-socket is required");
     }
     if !terminal && opts.console_socket.is_some() {
         bail!("--console-socket given but process.terminal is false");
     }
-    crate::security::lsm::validate(process.apparmor_profile().as_deref(), process.selinux_label().as_deref())?;
+    if let Some(p) = process {
+        crate::security::lsm::validate(p.apparmor_profile().as_deref(), p.selinux_label().as_deref())?;
+    }
     let seccomp = match spec.linux().as_ref().and_then(|l| l.seccomp().as_ref()) {
         Some(s) => Some(crate::seccomp::compile(s).context("linux.seccomp")?),
         None => None,
@@ -170,6 +172,11 @@ pub fn create(opts: CreateOpts) -> Result<(State, bool)> {
     let fifo_path = dir.join(state::EXEC_FIFO);
     let cfifo = CString::new(fifo_path.as_os_str().as_bytes())?;
     sys::errno_result(unsafe { libc::mkfifo(cfifo.as_ptr(), 0o600) }).context("mkfifo exec.fifo")?;
+    // Init opens the fifo as the container's root; in a user namespace that is some
+    // other host uid, which must own it.
+    if let Some((uid, gid)) = mapped_root(spec) {
+        sys::errno_result(unsafe { libc::chown(cfifo.as_ptr(), uid, gid) }).context("chown exec.fifo")?;
+    }
     let fifo = {
         let fd = unsafe { libc::open(cfifo.as_ptr(), libc::O_PATH | libc::O_CLOEXEC) };
         if fd < 0 {
@@ -228,9 +235,9 @@ pub fn create(opts: CreateOpts) -> Result<(State, bool)> {
     loop {
         match parent.recv()? {
             Some(Msg::HooksRequest) => {
-                let json = st.hook_json(Status::Creating);
-                hooks::run(spec.hooks().as_ref(), Kind::Prestart, &json)?;
-                hooks::run(spec.hooks().as_ref(), Kind::CreateRuntime, &json)?;
+                // prestart predates the created/creating split: its state says created, as runc's does.
+                hooks::run(spec.hooks().as_ref(), Kind::Prestart, &st.hook_json(Status::Created))?;
+                hooks::run(spec.hooks().as_ref(), Kind::CreateRuntime, &st.hook_json(Status::Creating))?;
                 parent.send(&Msg::Go)?;
             }
             Some(Msg::Ready) => break,
@@ -246,6 +253,18 @@ pub fn create(opts: CreateOpts) -> Result<(State, bool)> {
     }
     guard.disarm();
     Ok((st, terminal))
+}
+
+/// The host uid/gid of the container's root when the config maps ids.
+fn mapped_root(spec: &oci_spec::runtime::Spec) -> Option<(u32, u32)> {
+    let l = spec.linux().as_ref()?;
+    let find = |maps: &Option<Vec<oci_spec::runtime::LinuxIdMapping>>| {
+        maps.iter()
+            .flatten()
+            .find(|m| m.container_id() == 0 && m.size() > 0)
+            .map(|m| m.host_id())
+    };
+    Some((find(l.uid_mappings())?, find(l.gid_mappings())?))
 }
 
 /// Number of fds systemd socket activation passes (LISTEN_FDS), kept open for the container.

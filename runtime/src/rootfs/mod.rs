@@ -27,6 +27,9 @@ pub struct Setup<'a> {
     pub cgroups: &'a [mountinfo::Hierarchy],
     /// Host NOTIFY_SOCKET to bind into the container at the same path.
     pub notify_socket: Option<&'a Path>,
+    /// The container shares the host's mount namespace: mounts land on the host
+    /// (under the rootfs, undone by `delete`) and propagation is left alone.
+    pub host_mount_ns: bool,
 }
 
 fn c(p: &Path) -> Result<CString> {
@@ -45,18 +48,21 @@ fn root_propagation(spec: &Spec) -> Option<libc::c_ulong> {
 /// Everything before pivot_root: propagation, the rootfs bind, the config's mounts,
 /// device nodes. Returns an O_PATH fd of the rootfs.
 pub fn prepare(s: &Setup) -> Result<OwnedFd> {
-    // Our mounts must never propagate back to the host.
-    let prop = root_propagation(s.spec).unwrap_or(libc::MS_SLAVE | libc::MS_REC);
-    mount_flags("/", prop | libc::MS_REC).context("make / a slave/private mount (rootfsPropagation)")?;
-    let root_c = c(s.rootfs)?;
-    // pivot_root needs the new root to be a mount point.
-    sys::errno_result(unsafe {
-        libc::mount(root_c.as_ptr(), root_c.as_ptr(), std::ptr::null(), libc::MS_BIND | libc::MS_REC, std::ptr::null())
-    })
-    .with_context(|| format!("bind mount rootfs {}", s.rootfs.display()))?;
-    if prop & libc::MS_SHARED != 0 {
-        // pivot_root refuses a shared parent; keep the rootfs itself shared as asked.
-        make_parent_private(s.rootfs)?;
+    // Our mounts must never propagate back to the host. Until pivot_root the tree is
+    // slave (or private when asked): pivot_root refuses shared mounts and the rootfs
+    // bind refuses unbindable ones; the asked propagation is applied after the pivot.
+    let prop = match root_propagation(s.spec) {
+        Some(p) if p & (libc::MS_PRIVATE | libc::MS_UNBINDABLE) != 0 => libc::MS_PRIVATE | libc::MS_REC,
+        _ => libc::MS_SLAVE | libc::MS_REC,
+    };
+    if !s.host_mount_ns {
+        mount_flags("/", prop).context("make / a slave mount")?;
+        let root_c = c(s.rootfs)?;
+        // pivot_root needs the new root to be a mount point.
+        sys::errno_result(unsafe {
+            libc::mount(root_c.as_ptr(), root_c.as_ptr(), std::ptr::null(), libc::MS_BIND | libc::MS_REC, std::ptr::null())
+        })
+        .with_context(|| format!("bind mount rootfs {}", s.rootfs.display()))?;
     }
     let root = resolve::open_root(s.rootfs)?;
     let user_fd = if s.userns { open_file("/proc/self/ns/user").ok() } else { None };
@@ -96,22 +102,6 @@ fn open_file(p: &str) -> std::io::Result<OwnedFd> {
     std::fs::File::open(p).map(OwnedFd::from)
 }
 
-fn make_parent_private(rootfs: &Path) -> Result<()> {
-    let entries = mountinfo::read();
-    let mut best: Option<&Path> = None;
-    for e in &entries {
-        if rootfs.starts_with(&e.mount_point) && e.mount_point != rootfs {
-            if best.is_none_or(|b| e.mount_point.as_os_str().len() > b.as_os_str().len()) {
-                best = Some(&e.mount_point);
-            }
-        }
-    }
-    if let Some(parent) = best {
-        mount_flags(&parent.to_string_lossy(), libc::MS_PRIVATE).context("make rootfs parent private")?;
-    }
-    Ok(())
-}
-
 fn bind_notify_socket(root: BorrowedFd, sock: &Path) -> Result<()> {
     let tree = sys::open_tree(libc::AT_FDCWD, &c(sock)?, sys::OPEN_TREE_CLONE | sys::OPEN_TREE_CLOEXEC)
         .with_context(|| format!("NOTIFY_SOCKET {}", sock.display()))?;
@@ -119,12 +109,24 @@ fn bind_notify_socket(root: BorrowedFd, sock: &Path) -> Result<()> {
     sys::move_mount_fd(tree.as_fd(), dst.as_fd()).context("bind NOTIFY_SOCKET into the container")
 }
 
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum RootSwitch {
+    /// pivot_root: the old root is gone from the container's mount namespace.
+    Pivot,
+    /// --no-pivot: MS_MOVE the rootfs onto / and chroot (for ramfs roots).
+    MoveChroot,
+    /// No mount namespace of its own: chroot only; the host keeps its root.
+    Chroot,
+}
+
 /// Makes the rootfs `/`. pivot_root(".", ".") stacks the old root under the new one,
 /// where a lazy unmount removes it without needing a put_old directory.
-pub fn pivot(rootfs: &Path, no_pivot: bool) -> Result<()> {
+pub fn pivot(rootfs: &Path, how: RootSwitch) -> Result<()> {
     let rc = c(rootfs)?;
     sys::errno_result(unsafe { libc::chdir(rc.as_ptr()) }).context("chdir to rootfs")?;
-    if no_pivot {
+    if how == RootSwitch::Chroot {
+        sys::errno_result(unsafe { libc::chroot(c".".as_ptr()) }).context("chroot")?;
+    } else if how == RootSwitch::MoveChroot {
         sys::errno_result(unsafe {
             libc::mount(rc.as_ptr(), c"/".as_ptr(), std::ptr::null(), libc::MS_MOVE, std::ptr::null())
         })
@@ -141,7 +143,7 @@ pub fn pivot(rootfs: &Path, no_pivot: bool) -> Result<()> {
 }
 
 /// After pivot_root: masked and read-only paths, read-only root, final propagation.
-pub fn finish(spec: &Spec) -> Result<()> {
+pub fn finish(spec: &Spec, host_mount_ns: bool) -> Result<()> {
     let root = resolve::open_root(Path::new("/"))?;
     if let Some(l) = spec.linux() {
         for p in l.masked_paths().iter().flatten() {
@@ -150,6 +152,10 @@ pub fn finish(spec: &Spec) -> Result<()> {
         for p in l.readonly_paths().iter().flatten() {
             readonly(root.as_fd(), Path::new(p)).with_context(|| format!("linux.readonlyPaths: {p}"))?;
         }
+    }
+    if host_mount_ns {
+        // Remounting / or changing its propagation would change the host's.
+        return Ok(());
     }
     if spec.root().as_ref().and_then(|r| r.readonly()).unwrap_or(false) {
         let attr = MountAttr { attr_set: sys::MOUNT_ATTR_RDONLY, ..Default::default() };
@@ -212,6 +218,22 @@ pub fn sysctl(spec: &Spec) -> Result<()> {
         std::fs::write(&p, v).with_context(|| format!("linux.sysctl: set {k}={v}"))?;
     }
     Ok(())
+}
+
+/// Unmounts everything a container without its own mount namespace left under its
+/// rootfs on the host, deepest first.
+pub fn unmount_under(rootfs: &Path) {
+    let mut points: Vec<PathBuf> = mountinfo::read()
+        .into_iter()
+        .map(|e| e.mount_point)
+        .filter(|m| m.starts_with(rootfs) && m != rootfs)
+        .collect();
+    points.sort_by_key(|p| std::cmp::Reverse(p.as_os_str().len()));
+    for p in points {
+        if let Ok(cp) = c(&p) {
+            unsafe { libc::umount2(cp.as_ptr(), libc::MNT_DETACH) };
+        }
+    }
 }
 
 /// Refuses a rootfs that is the host's `/`: pivoting there would hand the container the host.

@@ -50,6 +50,37 @@ pub fn from_spec(c: Option<&LinuxCapabilities>) -> Sets {
     }
 }
 
+/// Our own permitted set. A runtime that was itself started without some
+/// capability (a sandbox without CAP_SYS_RESOURCE, say) cannot grant it; asking the
+/// kernel anyway fails the whole container, so such capabilities are dropped with
+/// a warning instead, as docker does for privileged containers.
+pub fn held() -> u64 {
+    let hdr = CapHeader { version: 0x2008_0522, pid: 0 };
+    let mut data = [CapData::default(); 2];
+    let r = unsafe { libc::syscall(libc::SYS_capget, &hdr as *const CapHeader, data.as_mut_ptr()) };
+    if r < 0 {
+        return u64::MAX;
+    }
+    (data[0].permitted as u64) | ((data[1].permitted as u64) << 32)
+}
+
+impl Sets {
+    /// Limits every set to `have`, naming what was dropped (empty when nothing).
+    pub fn limit_to(&mut self, have: u64) -> Vec<String> {
+        let asked = self.bounding | self.effective | self.permitted | self.inheritable | self.ambient;
+        let missing = asked & !have;
+        self.bounding &= have;
+        self.effective &= have;
+        self.permitted &= have;
+        self.inheritable &= have;
+        self.ambient &= have;
+        (0..64u8)
+            .filter(|i| missing & (1 << i) != 0)
+            .map(|i| caps::all().into_iter().find(|c| c.index() == i).map(|c| c.to_string()).unwrap_or(i.to_string()))
+            .collect()
+    }
+}
+
 /// Capability names for `features` and `exec --cap`: all the kernel knows.
 pub fn known_names() -> Vec<String> {
     let last = last_cap();
