@@ -3,6 +3,8 @@
 //!
 //! Every test gets its own ids and directories so the whole suite runs in parallel.
 
+pub mod images;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::{AtomicU32, Ordering};

@@ -12,7 +12,7 @@
 //! ingests untouched for a day. The whole run holds the GC lock exclusively.
 
 use crate::daemon::Kura;
-use crate::images::oci::{self, AnyRefs};
+use crate::images::oci;
 use crate::metadata::{
     self, key, ContentRecord, ImageRecord, LeaseRecord, SnapshotKind, SnapshotRecord, CONTENT,
     IMAGES, LEASES, SNAPSHOTS,
@@ -47,20 +47,29 @@ fn children_of_blob(k: &Kura, digest: &str, size: i64) -> Vec<String> {
     if data.first() != Some(&b'{') {
         return vec![];
     }
-    let Ok(refs) = serde_json::from_slice::<AnyRefs>(&data) else {
+    // Parsed loosely: an image config also has a "config" key (the run config).
+    let Ok(v) = serde_json::from_slice::<serde_json::Value>(&data) else {
         return vec![];
     };
     let mut out = Vec::new();
-    for d in refs
-        .manifests
-        .iter()
-        .chain(refs.config.iter())
-        .chain(refs.layers.iter())
-    {
-        out.push(format!("content/{}", d.digest));
+    let digest_of =
+        |d: &serde_json::Value| d.get("digest").and_then(|x| x.as_str()).map(str::to_string);
+    for key in ["manifests", "layers"] {
+        for d in v.get(key).and_then(|m| m.as_array()).into_iter().flatten() {
+            if let Some(dg) = digest_of(d) {
+                out.push(format!("content/{dg}"));
+            }
+        }
     }
-    if let Some(rootfs) = refs.rootfs {
-        for c in oci::chain_ids(&rootfs.diff_ids) {
+    if let Some(dg) = v.get("config").and_then(digest_of) {
+        out.push(format!("content/{dg}"));
+    }
+    if let Some(ids) = v.pointer("/rootfs/diff_ids").and_then(|d| d.as_array()) {
+        let ids: Vec<String> = ids
+            .iter()
+            .filter_map(|i| i.as_str().map(str::to_string))
+            .collect();
+        for c in oci::chain_ids(&ids) {
             for sn in [OVERLAYFS, NATIVE] {
                 out.push(format!("snapshots/{sn}/{c}"));
             }

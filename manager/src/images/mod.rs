@@ -178,11 +178,22 @@ pub fn summary(
     img: &ImageRecord,
     snapshotter: &str,
 ) -> kura_proto::v1::ImageSummary {
+    summary_for(k, ns, img, snapshotter, &Platform::host())
+}
+
+/// The summary of an image for one platform.
+pub fn summary_for(
+    k: &Kura,
+    ns: &str,
+    img: &ImageRecord,
+    snapshotter: &str,
+    platform: &Platform,
+) -> kura_proto::v1::ImageSummary {
     let mut s = kura_proto::v1::ImageSummary {
         image: Some(to_proto(img)),
         ..Default::default()
     };
-    if let Ok(r) = resolve(k, ns, &img.target, &Platform::host()) {
+    if let Ok(r) = resolve(k, ns, &img.target, platform) {
         s.size = r.size();
         s.platform = r.platform().to_string();
         if let Some(top) = r.chain_ids().last() {

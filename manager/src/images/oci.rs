@@ -199,21 +199,6 @@ pub struct ImageConfig {
     pub rootfs: RootFs,
 }
 
-/// What any JSON blob may reference: used by GC and save without knowing its type.
-#[derive(Debug, Default, Deserialize)]
-pub struct AnyRefs {
-    #[serde(rename = "mediaType", default)]
-    pub media_type: String,
-    #[serde(default)]
-    pub manifests: Vec<Descriptor>,
-    #[serde(default)]
-    pub config: Option<Descriptor>,
-    #[serde(default)]
-    pub layers: Vec<Descriptor>,
-    #[serde(default)]
-    pub rootfs: Option<RootFs>,
-}
-
 /// The media type of a manifest-ish JSON blob, from its `mediaType` or its shape.
 pub fn sniff_media_type(json: &[u8]) -> Result<String> {
     let v: serde_json::Value = serde_json::from_slice(json).context("not JSON")?;

@@ -374,11 +374,19 @@ impl pb::images_server::Images for Svc {
         };
         let work = async move {
             let log = move |s: String| *m2.lock().unwrap() = s;
-            let pulled = images::pull::pull(&k, &ns, opts, &p2, &log)
-                .await
-                .map_err(status)?;
+            let platform = images::oci::Platform::parse(&opts.platform).map_err(status)?;
+            let pulled = match images::pull::pull(&k, &ns, opts, &p2, &log).await {
+                Ok(p) => p,
+                Err(e) => {
+                    // What the failed pull wrote is no longer leased: take it now, so a
+                    // refused layer leaves nothing behind.
+                    let k2 = k.clone();
+                    let _ = tokio::task::spawn_blocking(move || crate::gc::collect(&k2)).await;
+                    return Err(status(e));
+                }
+            };
             let img = images::get(&k, &ns, &pulled.name).map_err(status)?;
-            Ok(images::summary(&k, &ns, &img, &sn))
+            Ok(images::summary_for(&k, &ns, &img, &sn, &platform))
         };
         Ok(Response::new(progress_stream(
             progress,
