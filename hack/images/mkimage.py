@@ -10,6 +10,8 @@ KIND:
   index     an index with two platforms: linux/amd64 (= multi) and linux/arm64
   hostile-dotdot | hostile-abs | hostile-symlink | hostile-hardlink | bad-diffid
             a small base layer and a layer kura must refuse
+  docker-archive  OUTDIR is a file: a `docker save` tar (uncompressed layers) of multi-gzip,
+            tagged docker.io/library/dockersave:v1
   big       busybox base + layers of random data, about --size-mb MiB in all (bench)
 
 Everything is deterministic except `big`'s random data. Needs python3 and zstd.
@@ -228,6 +230,30 @@ def hostile(kind):
     return raw
 
 
+def docker_archive(out):
+    """A `docker save` archive: manifest.json, <config>.json, <id>/layer.tar."""
+    raws = [busybox_layer(), files_layer(), whiteout_layer(), zstd_layer()]
+    diff_ids = [sha(r) for r in raws]
+    cfg = json.dumps({"architecture": "amd64", "os": "linux", "config": {"Cmd": ["/bin/sh"]},
+                      "rootfs": {"type": "layers", "diff_ids": diff_ids}}, sort_keys=True).encode()
+    cname = sha(cfg)[7:] + ".json"
+    buf = tarfile.open(out, mode="w")
+
+    def add(name, data):
+        ti = tarfile.TarInfo(name)
+        ti.size, ti.mtime = len(data), MTIME
+        buf.addfile(ti, io.BytesIO(data))
+
+    layers = []
+    for i, r in enumerate(raws):
+        name = f"{diff_ids[i][7:]}/layer.tar"
+        add(name, r)
+        layers.append(name)
+    add(cname, cfg)
+    add("manifest.json", json.dumps([{"Config": cname, "RepoTags": ["dockersave:v1"], "Layers": layers}]).encode())
+    buf.close()
+
+
 def main():
     args = sys.argv[1:]
     if len(args) < 2:
@@ -240,6 +266,9 @@ def main():
         tag = args[args.index("--tag") + 1]
     if "--size-mb" in args:
         size_mb = int(args[args.index("--size-mb") + 1])
+    if kind == "docker-archive":
+        docker_archive(out)
+        return
     lay = Layout(out)
     if kind == "multi":
         top = multi(lay)

@@ -393,6 +393,14 @@ impl Kurad {
         }
     }
 
+    /// Replaces the environment kurad gets at its next start.
+    pub fn set_env(&mut self, env: &[(&str, &str)]) {
+        self.env = env
+            .iter()
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+            .collect();
+    }
+
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.join("kurad.log")).unwrap_or_default()
     }

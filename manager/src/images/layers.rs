@@ -113,6 +113,9 @@ pub async fn fetch(
     );
     let mut w = tokio::task::spawn_blocking(move || k2.content.writer(&r, &exp, total)).await??;
     let start = w.offset();
+    if start > 0 {
+        tracing::info!(digest = %desc.digest, offset = start, "resuming an interrupted download");
+    }
     progress.status(slot, "downloading");
     progress.offset(slot, start);
     let (tx, mut rx) = tokio::sync::mpsc::channel::<std::io::Result<bytes::Bytes>>(32);
