@@ -3,7 +3,7 @@
 # Idempotent: packages already present are skipped quickly.
 set -eu
 pkgs="busybox-static runc crun docker-registry containernetworking-plugins protobuf-compiler
-umoci skopeo apache2-utils iptables iproute2 hyperfine strace python3 jq containerd podman"
+umoci skopeo apache2-utils iptables iproute2 hyperfine strace python3 jq containerd podman zstd openssl time"
 missing=""
 for p in $pkgs; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"

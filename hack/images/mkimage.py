@@ -293,13 +293,13 @@ def main():
         for i in range(n):
             path = os.path.join(out, f"layer{i}.tmp")
             raw_h = hashlib.sha256()
-            # Random data in files of 1-8 MiB plus many small text files: compresses a bit.
+            # Files of 1-8 MiB, 7/8 random, plus many small text files: compresses little.
             buf = io.BytesIO()
             t = tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT)
             left, j = per, 0
             while left > 0:
                 sz = min(left, (1 + (j % 8)) << 20)
-                data = os.urandom(sz // 2) + (b"kura bench %d\n" % j) * (sz // 2 // 13 + 1)
+                data = os.urandom(sz * 7 // 8) + (b"kura bench %d\n" % j) * (sz // 8 // 13 + 1)
                 data = data[:sz]
                 ti = tarfile.TarInfo(f"bench{i}/f{j}")
                 ti.size, ti.mtime, ti.mode = len(data), MTIME, 0o644

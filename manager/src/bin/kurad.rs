@@ -30,6 +30,9 @@ struct Args {
 }
 
 fn main() -> anyhow::Result<()> {
+    // glibc makes a malloc arena per thread that ever allocates; with a blocking thread
+    // per layer that is most of kurad's memory. Two arenas are plenty.
+    unsafe { libc::mallopt(libc::M_ARENA_MAX, 2) };
     let args = Args::parse();
     let config = Config::load(&args.config)?;
     let level = args

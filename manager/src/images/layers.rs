@@ -118,7 +118,9 @@ pub async fn fetch(
     }
     progress.status(slot, "downloading");
     progress.offset(slot, start);
-    let (tx, mut rx) = tokio::sync::mpsc::channel::<std::io::Result<bytes::Bytes>>(32);
+    // A few chunks in flight per layer: hyper's chunks can be hundreds of KiB, and
+    // kurad's memory must not grow with the number of parallel layers much.
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<std::io::Result<bytes::Bytes>>(4);
     let (k2, ns2, lease2, digest) = (
         k.clone(),
         ns.to_string(),
@@ -223,6 +225,15 @@ async fn download(
                     };
                     match next {
                         None => break,
+                        Some(Err(e)) if e.is_timeout() => {
+                            failed = Some(anyhow!(
+                                "registry {} stopped sending layer {} at {pos} of {total} bytes (no data for {}s)",
+                                repo.display,
+                                desc.digest,
+                                stall.as_secs()
+                            ));
+                            break;
+                        }
                         Some(Err(e)) => {
                             failed = Some(anyhow!(
                                 "registry {}: layer {} broke off at {pos} of {total} bytes: {}",

@@ -143,7 +143,11 @@ pub struct Metadata {
 
 impl Metadata {
     pub fn open(path: &Path) -> Result<Metadata> {
-        let db = Database::create(path).with_context(|| format!("open {}", path.display()))?;
+        // The metadata is small; a bounded cache keeps kurad's memory small too.
+        let db = Database::builder()
+            .set_cache_size(8 << 20)
+            .create(path)
+            .with_context(|| format!("open {}", path.display()))?;
         let tx = db.begin_write()?;
         {
             tx.open_table(IMAGES)?;

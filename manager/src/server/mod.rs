@@ -320,26 +320,30 @@ fn progress_stream<T: Send + 'static>(
     make: impl Fn(Vec<pb::LayerProgress>, String, Option<&T>) -> pb::PullProgress + Send + 'static,
 ) -> BoxStream<pb::PullProgress> {
     let (tx, rx) = tokio::sync::mpsc::channel(4);
+    // The work runs on its own task: a client that goes away (Ctrl-C) does not cancel
+    // it half way, so it always ends through its own cleanup (lease, GC on failure).
+    let mut work = tokio::spawn(work);
     tokio::spawn(async move {
-        tokio::pin!(work);
         let mut tick = tokio::time::interval(std::time::Duration::from_millis(100));
+        let mut client = true;
         loop {
             tokio::select! {
                 r = &mut work => {
+                    let r = r.unwrap_or_else(|e| Err(Status::internal(e.to_string())));
                     let m = msg.lock().unwrap().clone();
                     let out = match r {
                         Ok(v) => Ok(make(progress.snapshot(), m, Some(&v))),
                         Err(e) => Err(e),
                     };
-                    let _ = tx.send(out).await;
+                    if client {
+                        let _ = tx.send(out).await;
+                    }
                     break;
                 }
-                _ = tick.tick() => {
+                _ = tick.tick(), if client => {
                     let m = msg.lock().unwrap().clone();
                     if tx.send(Ok(make(progress.snapshot(), m, None))).await.is_err() {
-                        // The client went away; the work goes on to the end (and is
-                        // dropped here, which cancels it cleanly: its lease ends).
-                        break;
+                        client = false;
                     }
                 }
             }
