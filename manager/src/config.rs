@@ -5,6 +5,7 @@
 //! snapshotter = "overlayfs"          # or "native"
 //! max_concurrent_downloads = 3
 //! stall_timeout_secs = 30            # a transfer making no progress this long fails
+//! content_sync = true                # fsync blobs before they enter the store
 //! [registry]
 //! config_path = "/root/.docker/config.json"   # credentials used when a client sends none
 //! [registry.hosts."127.0.0.1:5000"]
@@ -25,6 +26,8 @@ pub struct Config {
     pub snapshotter: String,
     pub max_concurrent_downloads: usize,
     pub stall_timeout_secs: u64,
+    /// fsync each blob before it enters the content store.
+    pub content_sync: bool,
     pub registry: RegistryConfig,
 }
 
@@ -53,6 +56,7 @@ impl Default for Config {
             snapshotter: "overlayfs".into(),
             max_concurrent_downloads: 3,
             stall_timeout_secs: 30,
+            content_sync: true,
             registry: RegistryConfig::default(),
         }
     }

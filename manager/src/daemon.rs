@@ -35,7 +35,7 @@ impl Kura {
         crate::snapshots::check_snapshotter(&config.snapshotter)?;
         let md = Arc::new(Metadata::open(&root.join("meta.redb"))?);
         let gc_lock = Arc::new(RwLock::new(()));
-        let content = ContentStore::open(&root)?;
+        let content = ContentStore::open(&root, config.content_sync)?;
         let snapshots = Snapshots::open(md.clone(), &root, gc_lock.clone())?;
         let registries = Registries::new(&config)?;
         Ok(Arc::new(Kura {

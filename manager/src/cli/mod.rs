@@ -211,6 +211,27 @@ pub enum Cmd {
 
 #[derive(Subcommand)]
 pub enum SnapCmd {
+    /// A writable snapshot on top of PARENT (a committed snapshot, e.g. a chain ID); prints its mounts.
+    Prepare {
+        key: String,
+        parent: Option<String>,
+        #[arg(long, default_value = "")]
+        snapshotter: String,
+    },
+    /// A read-only snapshot of PARENT; prints its mounts.
+    View {
+        key: String,
+        parent: String,
+        #[arg(long, default_value = "")]
+        snapshotter: String,
+    },
+    /// Commit active snapshot KEY as NAME.
+    Commit {
+        name: String,
+        key: String,
+        #[arg(long, default_value = "")]
+        snapshotter: String,
+    },
     Ls {
         #[arg(long, default_value = "")]
         snapshotter: String,
@@ -830,6 +851,61 @@ pub async fn run(cli: Cli) -> Result<()> {
                 .map_err(st)?;
         }
         Cmd::Snapshot(sc) => match sc {
+            SnapCmd::Prepare {
+                key,
+                parent,
+                snapshotter,
+            } => {
+                let req = pb::PrepareSnapshotRequest {
+                    snapshotter,
+                    key,
+                    parent: parent.unwrap_or_default(),
+                    labels: HashMap::new(),
+                    lease: String::new(),
+                };
+                let m = c
+                    .snapshots()
+                    .prepare(c.req(req))
+                    .await
+                    .map_err(st)?
+                    .into_inner();
+                print_mounts(&m);
+            }
+            SnapCmd::View {
+                key,
+                parent,
+                snapshotter,
+            } => {
+                let req = pb::PrepareSnapshotRequest {
+                    snapshotter,
+                    key,
+                    parent,
+                    labels: HashMap::new(),
+                    lease: String::new(),
+                };
+                let m = c
+                    .snapshots()
+                    .view(c.req(req))
+                    .await
+                    .map_err(st)?
+                    .into_inner();
+                print_mounts(&m);
+            }
+            SnapCmd::Commit {
+                name,
+                key,
+                snapshotter,
+            } => {
+                c.snapshots()
+                    .commit(c.req(pb::CommitSnapshotRequest {
+                        snapshotter,
+                        name,
+                        key,
+                        labels: HashMap::new(),
+                    }))
+                    .await
+                    .map_err(st)?;
+            }
             SnapCmd::Ls { snapshotter } => {
                 let l = c
                     .snapshots()
@@ -864,14 +940,7 @@ pub async fn run(cli: Cli) -> Result<()> {
                     .await
                     .map_err(st)?
                     .into_inner();
-                for m in m.mounts {
-                    println!(
-                        "mount -t {} {} -o {}",
-                        m.r#type,
-                        m.source,
-                        m.options.join(",")
-                    );
-                }
+                print_mounts(&m);
             }
         },
         Cmd::Content(cc) => match cc {
@@ -958,6 +1027,17 @@ pub async fn run(cli: Cli) -> Result<()> {
         }
     }
     Ok(())
+}
+
+fn print_mounts(m: &pb::MountsResponse) {
+    for m in &m.mounts {
+        println!(
+            "mount -t {} {} -o {}",
+            m.r#type,
+            m.source,
+            m.options.join(",")
+        );
+    }
 }
 
 fn print_gc(gc: &pb::GcResult) {

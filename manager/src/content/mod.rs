@@ -22,6 +22,8 @@ pub use digest::{check_digest, sha256_digest};
 pub struct ContentStore {
     root: PathBuf,
     locked: Arc<Mutex<HashSet<String>>>,
+    /// fsync a blob before it is renamed into place (survives power loss, not just kill -9).
+    sync: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -36,13 +38,14 @@ pub struct IngestMeta {
 }
 
 impl ContentStore {
-    pub fn open(root: &Path) -> Result<ContentStore> {
+    pub fn open(root: &Path, sync: bool) -> Result<ContentStore> {
         let root = root.join("content");
         fs::create_dir_all(root.join("blobs/sha256"))?;
         fs::create_dir_all(root.join("ingest"))?;
         Ok(ContentStore {
             root,
             locked: Arc::default(),
+            sync,
         })
     }
 
@@ -308,6 +311,9 @@ impl Writer {
     /// (e.g. holding the GC lock).
     pub fn commit(mut self) -> Result<(String, u64)> {
         self.file.flush()?;
+        if self.store.sync {
+            self.file.get_ref().sync_data()?;
+        }
         let digest = format!("sha256:{}", hex::encode(self.hasher.clone().finalize()));
         if self.meta.total > 0 && self.offset != self.meta.total as u64 {
             let (total, off) = (self.meta.total, self.offset);

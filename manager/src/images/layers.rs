@@ -120,7 +120,7 @@ pub async fn fetch(
     progress.offset(slot, start);
     // A few chunks in flight per layer: hyper's chunks can be hundreds of KiB, and
     // kurad's memory must not grow with the number of parallel layers much.
-    let (tx, mut rx) = tokio::sync::mpsc::channel::<std::io::Result<bytes::Bytes>>(4);
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<std::io::Result<bytes::Bytes>>(8);
     let (k2, ns2, lease2, digest) = (
         k.clone(),
         ns.to_string(),
