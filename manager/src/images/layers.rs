@@ -94,6 +94,7 @@ pub async fn fetch(
             return Ok(None);
         };
         progress.status(slot, "extracting");
+        progress.offset(slot, desc.size.max(0) as u64);
         let path = k.content.blob_path(&desc.digest)?;
         let applied = tokio::task::spawn_blocking(move || -> Result<Applied> {
             let f = std::fs::File::open(&path)?;

@@ -193,7 +193,18 @@ pub fn summary_for(
         image: Some(to_proto(img)),
         ..Default::default()
     };
-    if let Ok(r) = resolve(k, ns, &img.target, platform) {
+    // An index pulled for another platform only: describe the platform it has.
+    let resolved = resolve(k, ns, &img.target, platform).or_else(|e| {
+        let idx: Index = serde_json::from_slice(&k.read_blob(ns, &img.target.digest)?)?;
+        let p = idx
+            .manifests
+            .iter()
+            .find(|m| m.platform.is_some() && k.has_blob(ns, &m.digest).unwrap_or(false))
+            .and_then(|m| m.platform.clone())
+            .ok_or(e)?;
+        resolve(k, ns, &img.target, &p)
+    });
+    if let Ok(r) = resolved {
         s.size = r.size();
         s.platform = r.platform().to_string();
         if let Some(top) = r.chain_ids().last() {

@@ -602,3 +602,108 @@ mod tests {
         assert!(clean_path(b"a/../../x").is_err());
     }
 }
+
+#[cfg(test)]
+mod apply_tests {
+    use super::*;
+
+    fn layer(entries: &[(&str, tar::EntryType, &[u8], &str)]) -> Vec<u8> {
+        let mut b = tar::Builder::new(Vec::new());
+        for (path, et, data, link) in entries {
+            let mut h = tar::Header::new_gnu();
+            h.set_entry_type(*et);
+            h.set_mode(if *et == tar::EntryType::Directory {
+                0o755
+            } else {
+                0o644
+            });
+            h.set_size(data.len() as u64);
+            h.set_mtime(1_700_000_000);
+            if !link.is_empty() {
+                h.set_link_name(link).unwrap();
+            }
+            b.append_data(&mut h, path, *data).unwrap();
+        }
+        b.into_inner().unwrap()
+    }
+
+    fn root_only() -> bool {
+        unsafe { libc::geteuid() == 0 }
+    }
+
+    #[test]
+    fn native_whiteouts_and_symlink_refusal() {
+        if !root_only() {
+            eprintln!("SKIPPED: needs root (chown, mknod)");
+            return;
+        }
+        let dir = std::env::temp_dir().join(format!("kura-apply-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).unwrap();
+        let l1 = layer(&[
+            ("d", tar::EntryType::Directory, b"", ""),
+            ("d/a", tar::EntryType::Regular, b"a", ""),
+            ("d/b", tar::EntryType::Regular, b"b", ""),
+            ("gone", tar::EntryType::Regular, b"x", ""),
+            ("link", tar::EntryType::Symlink, b"", "/etc"),
+        ]);
+        let a = apply(&l1[..], &dir, Mode::Native).unwrap();
+        assert_eq!(a.diff_id, crate::content::sha256_digest(&l1));
+        let l2 = layer(&[
+            ("d/.wh..wh..opq", tar::EntryType::Regular, b"", ""),
+            ("d/c", tar::EntryType::Regular, b"c", ""),
+            (".wh.gone", tar::EntryType::Regular, b"", ""),
+        ]);
+        apply(&l2[..], &dir, Mode::Native).unwrap();
+        let mut names: Vec<String> = fs::read_dir(dir.join("d"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into())
+            .collect();
+        names.sort();
+        assert_eq!(names, ["c"]);
+        assert!(!dir.join("gone").exists());
+        let l3 = layer(&[("link/passwd-escape", tar::EntryType::Regular, b"x", "")]);
+        let e = format!("{:#}", apply(&l3[..], &dir, Mode::Native).unwrap_err());
+        assert!(e.contains("writes through the symlink link"), "{e}");
+        assert!(!Path::new("/etc/passwd-escape").exists());
+        let _ = fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn overlay_whiteouts_become_char_devices_and_opaque_xattrs() {
+        if !root_only() {
+            eprintln!("SKIPPED: needs root (mknod, trusted xattrs)");
+            return;
+        }
+        use std::os::unix::fs::{FileTypeExt, MetadataExt};
+        let dir = std::env::temp_dir().join(format!("kura-apply-ovl-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).unwrap();
+        let l = layer(&[
+            ("d/.wh..wh..opq", tar::EntryType::Regular, b"", ""),
+            ("d/c", tar::EntryType::Regular, b"c", ""),
+            (".wh.gone", tar::EntryType::Regular, b"", ""),
+            ("hl", tar::EntryType::Link, b"", "lower-file"),
+        ]);
+        let a = apply(&l[..], &dir, Mode::Overlay).unwrap();
+        let m = fs::symlink_metadata(dir.join("gone")).unwrap();
+        assert!(m.file_type().is_char_device() && m.rdev() == 0);
+        assert_eq!(
+            xattr_get(&dir.join("d"), OVERLAY_OPAQUE).as_deref(),
+            Some(b"y".as_slice())
+        );
+        // The hardlink's target is in a lower layer: deferred, then copied up and linked.
+        assert!(a
+            .deferred
+            .iter()
+            .any(|d| matches!(d, Deferred::Hardlink { .. })));
+        let lower = dir.with_extension("lower");
+        fs::create_dir_all(&lower).unwrap();
+        fs::write(lower.join("lower-file"), "from below").unwrap();
+        finish_deferred(&dir, std::slice::from_ref(&lower), &a.deferred).unwrap();
+        assert_eq!(fs::read_to_string(dir.join("hl")).unwrap(), "from below");
+        assert_eq!(fs::metadata(dir.join("hl")).unwrap().nlink(), 2);
+        let _ = fs::remove_dir_all(&dir);
+        let _ = fs::remove_dir_all(&lower);
+    }
+}
