@@ -69,12 +69,48 @@ pub struct Registry {
 
 impl Registry {
     pub fn start(auth: RegistryAuth) -> Registry {
+        Self::start_opts(auth, false)
+    }
+
+    /// With `tls`, the registry serves https with a self-signed certificate for 127.0.0.1.
+    pub fn start_opts(auth: RegistryAuth, tls: bool) -> Registry {
         let dir = Scratch::new("registry");
         let port = free_port();
         let mut cfg = format!(
             "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\n  secret: kura-test\n",
             dir.join("data").display()
         );
+        if tls {
+            let (key, cert) = (dir.join("tls.key"), dir.join("tls.pem"));
+            let st = Command::new("openssl")
+                .args([
+                    "req",
+                    "-x509",
+                    "-newkey",
+                    "rsa:2048",
+                    "-nodes",
+                    "-days",
+                    "2",
+                    "-subj",
+                    "/CN=127.0.0.1",
+                    "-addext",
+                    "subjectAltName=IP:127.0.0.1",
+                    "-keyout",
+                ])
+                .arg(&key)
+                .arg("-out")
+                .arg(&cert)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .expect("run openssl");
+            assert!(st.success(), "openssl req failed");
+            cfg += &format!(
+                "  tls:\n    certificate: {}\n    key: {}\n",
+                cert.display(),
+                key.display()
+            );
+        }
         let mut token = None;
         match &auth {
             RegistryAuth::None => {}

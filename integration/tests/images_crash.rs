@@ -62,6 +62,19 @@ fn images_kill9_mid_pull_then_resume_and_gc() {
     let partial = ingest_bytes(&k);
     assert!(partial > 0);
 
+    // Tear one partial download (as a power cut could): the resumed pull must notice by
+    // the digest and fetch that layer again from the start.
+    let biggest = std::fs::read_dir(k.root.join("content/ingest"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.path().join("data"))
+        .max_by_key(|p| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0))
+        .unwrap();
+    let mut data = std::fs::read(&biggest).unwrap();
+    assert!(data.len() > 1000);
+    data[1000] ^= 0xff;
+    std::fs::write(&biggest, data).unwrap();
+
     // Restart on the same root, without the brake.
     k.set_env(&[]);
     k.spawn();
@@ -78,6 +91,11 @@ fn images_kill9_mid_pull_then_resume_and_gc() {
     assert!(
         k.log().contains("resuming an interrupted download"),
         "the pull did not resume:\n{}",
+        k.log()
+    );
+    assert!(
+        k.log().contains("again from the start"),
+        "the torn download was not fetched again:\n{}",
         k.log()
     );
     k.ok(&["prune"]);

@@ -207,3 +207,39 @@ fn images_schema1_refused() {
         "{err}"
     );
 }
+
+#[test]
+fn images_https_registry_verify_and_skip_verify() {
+    prelude!();
+    if std::process::Command::new("sh")
+        .args(["-c", "command -v openssl"])
+        .output()
+        .map(|o| !o.status.success())
+        .unwrap_or(true)
+    {
+        skip!("openssl not installed");
+    }
+    let s = Scratch::new("tls");
+    let layout = build_image("multi", s.path());
+    let reg = Registry::start_opts(RegistryAuth::None, true);
+    reg.push_layout(&layout, "tls/img:v1", None);
+    let image = format!("{}/tls/img:v1", reg.host());
+    // https for this loopback host (loopback registries default to plain http).
+    let k = Kurad::start(&format!(
+        "[registry.hosts.\"{}\"]\nplain_http = false\n",
+        reg.host()
+    ));
+    let err = k.fails(&["pull", &image]);
+    assert!(
+        err.contains(&format!("registry {}", reg.host()))
+            && err.to_lowercase().contains("certificate"),
+        "{err}"
+    );
+    k.ok(&["pull", "-q", "--skip-verify", &image]);
+    // The same, as host configuration.
+    let k2 = Kurad::start(&format!(
+        "[registry.hosts.\"{}\"]\nplain_http = false\nskip_verify = true\n",
+        reg.host()
+    ));
+    k2.ok(&["pull", "-q", &image]);
+}

@@ -169,9 +169,18 @@ pub async fn fetch(
     let res = worker.await?;
     match (sent, res) {
         (Err(e), _) => Err(e),
+        (Ok(()), Err(e)) if start > 0 => {
+            // The bytes kept from before a crash may be what is wrong: drop them so the
+            // next attempt starts from zero.
+            let _ = k.content.abort(&desc.digest);
+            Err(e.context(format!("{RESUMED_BAD} (resumed at byte {start})")))
+        }
         (Ok(()), r) => r,
     }
 }
+
+/// In the error of a resumed download that failed to verify or unpack.
+pub const RESUMED_BAD: &str = "resumed download did not verify";
 
 struct ReceiverReader<'a> {
     rx: &'a mut tokio::sync::mpsc::Receiver<std::io::Result<bytes::Bytes>>,
@@ -459,67 +468,83 @@ async fn unpack_one(
             return Ok(());
         }
     }
-    let tmp = format!("extract-{:08x}-{chain}", rand::random::<u32>());
-    let mut labels = Labels::new();
-    labels.insert("kura.io/unpacking".into(), chain.into());
     if sn == NATIVE {
         wait_parent(parent_rx.clone()).await?;
     }
     let _permit = sem.acquire().await?;
-    let (k2, ns2, sn2, tmp2, lease2) = (
-        k.clone(),
-        ns.to_string(),
-        sn.to_string(),
-        tmp.clone(),
-        lease.to_string(),
-    );
-    let prep_parent = if sn == NATIVE {
-        parent.to_string()
-    } else {
-        String::new()
-    };
-    tokio::task::spawn_blocking(move || {
-        k2.snapshots.prepare(
-            &ns2,
-            &sn2,
-            &tmp2,
-            &prep_parent,
-            labels,
-            &lease2,
-            SnapshotKind::Active,
-        )
-    })
-    .await??;
-    let cleanup = |k: &Arc<Kura>| {
-        let _ = k.snapshots.remove(ns, sn, &tmp);
-    };
-    let rec = k
-        .snapshots
-        .get(ns, sn, &tmp)?
-        .context("snapshot vanished")?;
-    let dir = k.snapshots.fs_dir(sn, rec.id);
     let mode = if sn == OVERLAYFS {
         Mode::Overlay
     } else {
         Mode::Native
     };
-    let applied = match fetch(
-        k,
-        ns,
-        repo,
-        layer,
-        Some((dir.clone(), mode)),
-        lease,
-        progress,
-        slot,
-    )
-    .await
-    {
-        Ok(a) => a.context("no apply result")?,
-        Err(e) => {
-            cleanup(k);
-            return Err(e.context(format!("layer {}", layer.digest)));
+    // A blob that does not match its digest is fetched once more from zero: what was
+    // resumed after a crash may have been torn. A second mismatch is the registry's.
+    let mut attempt = 0;
+    let (tmp, dir, applied) = loop {
+        attempt += 1;
+        let tmp = format!("extract-{:08x}-{chain}", rand::random::<u32>());
+        let mut labels = Labels::new();
+        labels.insert("kura.io/unpacking".into(), chain.into());
+        let (k2, ns2, sn2, tmp2, lease2) = (
+            k.clone(),
+            ns.to_string(),
+            sn.to_string(),
+            tmp.clone(),
+            lease.to_string(),
+        );
+        let prep_parent = if sn == NATIVE {
+            parent.to_string()
+        } else {
+            String::new()
+        };
+        tokio::task::spawn_blocking(move || {
+            k2.snapshots.prepare(
+                &ns2,
+                &sn2,
+                &tmp2,
+                &prep_parent,
+                labels,
+                &lease2,
+                SnapshotKind::Active,
+            )
+        })
+        .await??;
+        let rec = k
+            .snapshots
+            .get(ns, sn, &tmp)?
+            .context("snapshot vanished")?;
+        let dir = k.snapshots.fs_dir(sn, rec.id);
+        match fetch(
+            k,
+            ns,
+            repo,
+            layer,
+            Some((dir.clone(), mode)),
+            lease,
+            progress,
+            slot,
+        )
+        .await
+        {
+            Ok(a) => break (tmp, dir, a.context("no apply result")?),
+            Err(e) => {
+                let _ = k.snapshots.remove(ns, sn, &tmp);
+                if attempt == 1 && repo.is_some() && {
+                    let m = format!("{e:#}");
+                    m.contains("digest mismatch") || m.contains(RESUMED_BAD)
+                } {
+                    tracing::warn!(
+                        "{e:#}; fetching layer {} again from the start",
+                        layer.digest
+                    );
+                    continue;
+                }
+                return Err(e.context(format!("layer {}", layer.digest)));
+            }
         }
+    };
+    let cleanup = |k: &Arc<Kura>| {
+        let _ = k.snapshots.remove(ns, sn, &tmp);
     };
     drop(_permit);
     if applied.diff_id != diff_id {
