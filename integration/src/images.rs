@@ -459,7 +459,7 @@ impl Kurad {
             if let Ok(Some(st)) = c.try_wait() {
                 return st.success();
             }
-            if start.elapsed() > Duration::from_secs(10) {
+            if start.elapsed() > Duration::from_secs(20) {
                 let _ = c.kill();
                 let _ = c.wait();
                 return false;

@@ -130,3 +130,61 @@ fn images_kill9_mid_pull_then_resume_and_gc() {
         .iter()
         .all(|l| l["unpacked"] == true));
 }
+
+#[test]
+fn images_sigterm_mid_pull_stops_and_restart_cleans_up() {
+    require_root!();
+    if let Some(m) = missing_tools() {
+        skip!("{m}");
+    }
+    let s = Scratch::new("term");
+    let layout = s.join("big");
+    let o = std::process::Command::new("python3")
+        .arg(kura_integration::workspace().join("hack/images/mkimage.py"))
+        .args(["big"])
+        .arg(&layout)
+        .args(["--size-mb", "20"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let reg = Registry::start(RegistryAuth::None);
+    reg.push_layout(&layout, "big/img:v1", None);
+    let image = format!("{}/big/img:v1", reg.host());
+    // So slow that the pull cannot end within the shutdown grace period.
+    let mut k = Kurad::start_env("", &[("KURA_TEST_PULL_THROTTLE_MS", "500")]);
+    let pull = k
+        .kura_cmd("default", &["pull", "-q", &image])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    while ingest_bytes(&k) == 0 {
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "pull made no progress:\n{}",
+            k.log()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let t = Instant::now();
+    assert!(k.stop(), "kurad did not exit 0 on SIGTERM:\n{}", k.log());
+    assert!(
+        t.elapsed() < Duration::from_secs(20),
+        "SIGTERM took {:?}",
+        t.elapsed()
+    );
+    assert!(!k.sock.exists());
+    let _ = pull.wait_with_output();
+    k.set_env(&[]);
+    k.spawn();
+    assert!(k.ok(&["images", "-q"]).trim().is_empty());
+    assert!(
+        k.ok(&["lease", "ls"]).trim().is_empty(),
+        "the pull's lease survived the restart"
+    );
+    let (blobs, dirs) = k.disk_objects();
+    assert!(
+        blobs.is_empty() && dirs.is_empty(),
+        "left after restart: {blobs:?} {dirs:?}"
+    );
+}

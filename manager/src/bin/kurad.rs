@@ -50,7 +50,7 @@ fn main() -> anyhow::Result<()> {
         .enable_all()
         .max_blocking_threads(64)
         .build()?;
-    rt.block_on(async move {
+    let res = rt.block_on(async move {
         let k = Kura::open(config, args.root.clone(), args.state.clone())?;
         let k2 = k.clone();
         let rec = tokio::task::spawn_blocking(move || kura_manager::gc::recover(&k2)).await??;
@@ -62,5 +62,8 @@ fn main() -> anyhow::Result<()> {
             );
         }
         kura_manager::server::serve::serve(k, &args.address).await
-    })
+    });
+    // Work cut off by the shutdown (a blocking unpack thread) is not waited for long.
+    rt.shutdown_timeout(std::time::Duration::from_secs(2));
+    res
 }

@@ -25,17 +25,9 @@ pub async fn serve(k: Arc<Kura>, address: &Path) -> Result<()> {
     let incoming = tokio_stream::wrappers::UnixListenerStream::new(listener);
     let svc = Svc(k);
     tracing::info!(address = %address.display(), "kurad serving");
-    let shutdown = async {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .expect("SIGTERM handler");
-        tokio::select! {
-            _ = term.recv() => {}
-            _ = tokio::signal::ctrl_c() => {}
-        }
-        tracing::info!("shutting down");
-    };
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let max = 64 << 20;
-    tonic::transport::Server::builder()
+    let server = tonic::transport::Server::builder()
         .add_service(pb::version_server::VersionServer::new(svc.clone()))
         .add_service(
             pb::content_server::ContentServer::new(svc.clone()).max_decoding_message_size(max),
@@ -47,8 +39,29 @@ pub async fn serve(k: Arc<Kura>, address: &Path) -> Result<()> {
         .add_service(pb::snapshots_server::SnapshotsServer::new(svc.clone()))
         .add_service(pb::leases_server::LeasesServer::new(svc.clone()))
         .add_service(pb::gc_server::GcServer::new(svc))
-        .serve_with_incoming_shutdown(incoming, shutdown)
-        .await?;
+        .serve_with_incoming_shutdown(incoming, async {
+            let _ = stop_rx.await;
+        });
+    tokio::pin!(server);
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        r = &mut server => r?,
+        _ = async {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+        } => {
+            tracing::info!("shutting down");
+            let _ = stop_tx.send(());
+            // Requests in flight get a grace period; a pull cut off here leaves only a
+            // temporary lease, dropped (with what it held) at the next start.
+            match tokio::time::timeout(std::time::Duration::from_secs(5), &mut server).await {
+                Ok(r) => r?,
+                Err(_) => tracing::warn!("requests still running after 5s; stopping anyway"),
+            }
+        }
+    }
     let _ = std::fs::remove_file(address);
     Ok(())
 }
