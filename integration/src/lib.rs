@@ -5,6 +5,8 @@
 
 pub mod images;
 
+pub mod runtime;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::{AtomicU32, Ordering};

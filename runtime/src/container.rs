@@ -13,7 +13,8 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 pub fn saved_spec(root: &Path, st: &State) -> Result<Spec> {
-    let raw = std::fs::read(st.dir(root).join(state::CONFIG_FILE)).context("read saved config.json")?;
+    let raw =
+        std::fs::read(st.dir(root).join(state::CONFIG_FILE)).context("read saved config.json")?;
     crate::spec::parse(&raw)
 }
 
@@ -30,7 +31,11 @@ fn pidfd(st: &State) -> Option<OwnedFd> {
 }
 
 fn wait_pidfd(fd: &OwnedFd, timeout: Duration) -> bool {
-    let mut p = libc::pollfd { fd: fd.as_raw_fd(), events: libc::POLLIN, revents: 0 };
+    let mut p = libc::pollfd {
+        fd: fd.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
     unsafe { libc::poll(&mut p, 1, timeout.as_millis() as i32) > 0 }
 }
 
@@ -46,20 +51,35 @@ pub fn start(root: &Path, id: &str) -> Result<()> {
         let _ = kill(root, id, libc::SIGKILL, false);
         bail!("process: not set in config.json; the container cannot start");
     }
+    // Pin init before opening the fifo: once it is open, init may exec and exit at once.
+    let pfd = pidfd(&st).context("container init is not running")?;
     let dir = st.dir(root);
     let fifo_path = dir.join(state::EXEC_FIFO);
     let c = CString::new(fifo_path.as_os_str().as_bytes())?;
     // Non-blocking open: a dead init would otherwise leave us blocked forever.
-    let fd = unsafe { libc::open(c.as_ptr(), libc::O_RDONLY | libc::O_NONBLOCK | libc::O_CLOEXEC) };
+    let fd = unsafe {
+        libc::open(
+            c.as_ptr(),
+            libc::O_RDONLY | libc::O_NONBLOCK | libc::O_CLOEXEC,
+        )
+    };
     if fd < 0 {
-        return Err(std::io::Error::last_os_error()).context("open exec fifo (was the container already started?)");
+        return Err(std::io::Error::last_os_error())
+            .context("open exec fifo (was the container already started?)");
     }
     let fifo = unsafe { OwnedFd::from_raw_fd(fd) };
-    let pfd = pidfd(&st).context("container init is not running")?;
     loop {
         let mut fds = [
-            libc::pollfd { fd: fifo.as_raw_fd(), events: libc::POLLIN, revents: 0 },
-            libc::pollfd { fd: pfd.as_raw_fd(), events: libc::POLLIN, revents: 0 },
+            libc::pollfd {
+                fd: fifo.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            },
+            libc::pollfd {
+                fd: pfd.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            },
         ];
         let n = unsafe { libc::poll(fds.as_mut_ptr(), 2, -1) };
         if n < 0 {
@@ -81,7 +101,11 @@ pub fn start(root: &Path, id: &str) -> Result<()> {
         }
     }
     let _ = std::fs::remove_file(&fifo_path);
-    hooks::run_warn(spec.hooks().as_ref(), Kind::Poststart, &st.hook_json(Status::Running));
+    hooks::run_warn(
+        spec.hooks().as_ref(),
+        Kind::Poststart,
+        &st.hook_json(Status::Running),
+    );
     Ok(())
 }
 
@@ -95,14 +119,28 @@ pub fn signal_number(s: &str) -> Result<i32> {
     let up = s.to_ascii_uppercase();
     let name = up.strip_prefix("SIG").unwrap_or(&up);
     if let Some(rest) = name.strip_prefix("RTMIN") {
-        let off: i32 = if rest.is_empty() { 0 } else { rest.trim_start_matches('+').parse().context("bad RTMIN offset")? };
+        let off: i32 = if rest.is_empty() {
+            0
+        } else {
+            rest.trim_start_matches('+')
+                .parse()
+                .context("bad RTMIN offset")?
+        };
         return Ok(libc::SIGRTMIN() + off);
     }
     if let Some(rest) = name.strip_prefix("RTMAX") {
-        let off: i32 = if rest.is_empty() { 0 } else { rest.trim_start_matches('-').parse().context("bad RTMAX offset")? };
+        let off: i32 = if rest.is_empty() {
+            0
+        } else {
+            rest.trim_start_matches('-')
+                .parse()
+                .context("bad RTMAX offset")?
+        };
         return Ok(libc::SIGRTMAX() - off);
     }
-    let sig: nix::sys::signal::Signal = format!("SIG{name}").parse().map_err(|_| anyhow::anyhow!("unknown signal {s:?}"))?;
+    let sig: nix::sys::signal::Signal = format!("SIG{name}")
+        .parse()
+        .map_err(|_| anyhow::anyhow!("unknown signal {s:?}"))?;
     Ok(sig as i32)
 }
 
@@ -114,13 +152,24 @@ pub fn kill(root: &Path, id: &str, sig: i32, all: bool) -> Result<()> {
     }
     if all {
         if let Some(cg) = &st.cgroup {
-            return cg.kill_all(sig).context("signal the processes of the container's cgroup");
+            return cg
+                .kill_all(sig)
+                .context("signal the processes of the container's cgroup");
         }
     }
     let fd = pidfd(&st).with_context(|| format!("container {id} is not running"))?;
-    let r = unsafe { libc::syscall(libc::SYS_pidfd_send_signal, fd.as_raw_fd(), sig, std::ptr::null::<u8>(), 0) };
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_pidfd_send_signal,
+            fd.as_raw_fd(),
+            sig,
+            std::ptr::null::<u8>(),
+            0,
+        )
+    };
     if r < 0 {
-        return Err(std::io::Error::last_os_error()).with_context(|| format!("send signal {sig} to {id}"));
+        return Err(std::io::Error::last_os_error())
+            .with_context(|| format!("send signal {sig} to {id}"));
     }
     Ok(())
 }
@@ -150,7 +199,15 @@ pub fn delete(root: &Path, id: &str, force: bool) -> Result<()> {
             let _ = cg.thaw();
         }
         if let Some(fd) = pidfd(&st) {
-            unsafe { libc::syscall(libc::SYS_pidfd_send_signal, fd.as_raw_fd(), libc::SIGKILL, std::ptr::null::<u8>(), 0) };
+            unsafe {
+                libc::syscall(
+                    libc::SYS_pidfd_send_signal,
+                    fd.as_raw_fd(),
+                    libc::SIGKILL,
+                    std::ptr::null::<u8>(),
+                    0,
+                )
+            };
             if !wait_pidfd(&fd, Duration::from_secs(10)) {
                 bail!("container {id}: init did not die after SIGKILL");
             }
@@ -173,16 +230,24 @@ pub fn delete(root: &Path, id: &str, force: bool) -> Result<()> {
     }
     let spec = saved_spec(root, &st).ok();
     let shares_host_mounts = spec.as_ref().is_some_and(|s| {
-        !s.linux().as_ref().and_then(|l| l.namespaces().as_ref()).is_some_and(|n| {
-            n.iter().any(|n| n.typ() == oci_spec::runtime::LinuxNamespaceType::Mount)
-        })
+        !s.linux()
+            .as_ref()
+            .and_then(|l| l.namespaces().as_ref())
+            .is_some_and(|n| {
+                n.iter()
+                    .any(|n| n.typ() == oci_spec::runtime::LinuxNamespaceType::Mount)
+            })
     });
     if shares_host_mounts {
         crate::rootfs::unmount_under(&st.rootfs);
     }
     std::fs::remove_dir_all(&dir).with_context(|| format!("remove {}", dir.display()))?;
     if let Some(spec) = spec {
-        hooks::run_warn(spec.hooks().as_ref(), Kind::Poststop, &st.hook_json(Status::Stopped));
+        hooks::run_warn(
+            spec.hooks().as_ref(),
+            Kind::Poststop,
+            &st.hook_json(Status::Stopped),
+        );
     }
     Ok(())
 }
@@ -193,7 +258,10 @@ pub fn pause(root: &Path, id: &str) -> Result<()> {
         Status::Running => {}
         s => bail!("cannot pause a container that is {s}"),
     }
-    st.cgroup.as_ref().context("container has no cgroup")?.freeze()
+    st.cgroup
+        .as_ref()
+        .context("container has no cgroup")?
+        .freeze()
 }
 
 pub fn resume(root: &Path, id: &str) -> Result<()> {
@@ -202,7 +270,10 @@ pub fn resume(root: &Path, id: &str) -> Result<()> {
         Status::Paused => {}
         s => bail!("cannot resume a container that is {s}"),
     }
-    st.cgroup.as_ref().context("container has no cgroup")?.thaw()
+    st.cgroup
+        .as_ref()
+        .context("container has no cgroup")?
+        .thaw()
 }
 
 /// Applies new resource limits and records them in the saved config, so later
@@ -230,7 +301,11 @@ pub fn pids(root: &Path, id: &str) -> Result<Vec<i32>> {
     let st = State::load(root, id)?;
     match &st.cgroup {
         Some(cg) => cg.pids(),
-        None => Ok(if st.init_alive() { vec![st.pid] } else { vec![] }),
+        None => Ok(if st.init_alive() {
+            vec![st.pid]
+        } else {
+            vec![]
+        }),
     }
 }
 
@@ -241,7 +316,13 @@ pub fn stats_json(st: &State) -> Result<serde_json::Value> {
 
 /// `events`: stats every interval (or once), and an `oom` event whenever the
 /// cgroup's OOM-kill count grows. Ends when the container stops.
-pub fn events(root: &Path, id: &str, interval: Duration, once: bool, out: &mut dyn std::io::Write) -> Result<()> {
+pub fn events(
+    root: &Path,
+    id: &str,
+    interval: Duration,
+    once: bool,
+    out: &mut dyn std::io::Write,
+) -> Result<()> {
     let st = State::load(root, id)?;
     if once {
         let v = serde_json::json!({"type": "stats", "id": id, "data": stats_json(&st)?});
@@ -262,7 +343,11 @@ pub fn events(root: &Path, id: &str, interval: Duration, once: bool, out: &mut d
         }
         if Instant::now() >= next_stats {
             if let Ok(v) = stats_json(&st) {
-                writeln!(out, "{}", serde_json::json!({"type": "stats", "id": id, "data": v}))?;
+                writeln!(
+                    out,
+                    "{}",
+                    serde_json::json!({"type": "stats", "id": id, "data": v})
+                )?;
             }
             out.flush()?;
             next_stats = Instant::now() + interval;

@@ -53,7 +53,8 @@ pub fn any(hooks: Option<&Hooks>, kinds: &[Kind]) -> bool {
 pub fn run(hooks: Option<&Hooks>, kind: Kind, state_json: &str) -> Result<()> {
     let Some(h) = hooks else { return Ok(()) };
     for (i, hook) in kind.list(h).iter().enumerate() {
-        run_one(hook, state_json).with_context(|| format!("hooks.{}[{i}] ({})", kind.name(), hook.path().display()))?;
+        run_one(hook, state_json)
+            .with_context(|| format!("hooks.{}[{i}] ({})", kind.name(), hook.path().display()))?;
     }
     Ok(())
 }
@@ -64,7 +65,11 @@ pub fn run_warn(hooks: Option<&Hooks>, kind: Kind, state_json: &str) {
     let Some(h) = hooks else { return };
     for (i, hook) in kind.list(h).iter().enumerate() {
         if let Err(e) = run_one(hook, state_json) {
-            crate::log::warn(&format!("hooks.{}[{i}] ({}): {e:#}", kind.name(), hook.path().display()));
+            crate::log::warn(&format!(
+                "hooks.{}[{i}] ({}): {e:#}",
+                kind.name(),
+                hook.path().display()
+            ));
         }
     }
 }
@@ -81,13 +86,17 @@ fn run_one(hook: &Hook, state_json: &str) -> Result<()> {
             cmd.env(k, v);
         }
     }
-    cmd.stdin(Stdio::piped()).stdout(Stdio::null()).stderr(Stdio::piped());
+    cmd.stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
     let mut child = cmd.spawn().context("cannot start hook")?;
     // A hook that never reads stdin must not block us: ignore EPIPE.
     if let Some(mut stdin) = child.stdin.take() {
         let _ = stdin.write_all(state_json.as_bytes());
     }
-    let deadline = hook.timeout().map(|t| Instant::now() + Duration::from_secs(t.max(1) as u64));
+    let deadline = hook
+        .timeout()
+        .map(|t| Instant::now() + Duration::from_secs(t.max(1) as u64));
     let status = wait(&mut child, deadline)?;
     if !status.success() {
         let mut err = String::new();
@@ -103,8 +112,13 @@ fn run_one(hook: &Hook, state_json: &str) -> Result<()> {
     Ok(())
 }
 
-fn wait(child: &mut std::process::Child, deadline: Option<Instant>) -> Result<std::process::ExitStatus> {
-    let Some(deadline) = deadline else { return Ok(child.wait()?) };
+fn wait(
+    child: &mut std::process::Child,
+    deadline: Option<Instant>,
+) -> Result<std::process::ExitStatus> {
+    let Some(deadline) = deadline else {
+        return Ok(child.wait()?);
+    };
     // pidfd lets us sleep in poll until exit or timeout instead of spinning.
     let pidfd = unsafe { libc::syscall(libc::SYS_pidfd_open, child.id() as libc::pid_t, 0) } as i32;
     loop {
@@ -125,7 +139,11 @@ fn wait(child: &mut std::process::Child, deadline: Option<Instant>) -> Result<st
         }
         let ms = (deadline - now).as_millis().min(i32::MAX as u128) as i32;
         if pidfd >= 0 {
-            let mut p = libc::pollfd { fd: pidfd, events: libc::POLLIN, revents: 0 };
+            let mut p = libc::pollfd {
+                fd: pidfd,
+                events: libc::POLLIN,
+                revents: 0,
+            };
             unsafe { libc::poll(&mut p, 1, ms) };
         } else {
             std::thread::sleep(Duration::from_millis(5));

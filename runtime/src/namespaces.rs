@@ -59,10 +59,12 @@ pub fn plan(spec: &Spec) -> Result<Plan> {
         match ns.path() {
             None => p.new |= clone_flag(ns.typ()),
             Some(path) => {
-                let f = std::fs::File::open(path)
-                    .with_context(|| format!("linux.namespaces[{i}].path: open {}", path.display()))?;
+                let f = std::fs::File::open(path).with_context(|| {
+                    format!("linux.namespaces[{i}].path: open {}", path.display())
+                })?;
                 let fd = OwnedFd::from(f);
-                check_ns_type(&fd, ns.typ()).with_context(|| format!("linux.namespaces[{i}].path: {}", path.display()))?;
+                check_ns_type(&fd, ns.typ())
+                    .with_context(|| format!("linux.namespaces[{i}].path: {}", path.display()))?;
                 p.join.push((ns.typ(), fd));
             }
         }
@@ -113,10 +115,12 @@ fn map_text(maps: &[LinuxIdMapping]) -> String {
 /// accepts a map only once, in a single write).
 pub fn write_id_maps(pid: i32, uid: &[LinuxIdMapping], gid: &[LinuxIdMapping]) -> Result<()> {
     if !uid.is_empty() {
-        std::fs::write(format!("/proc/{pid}/uid_map"), map_text(uid)).context("linux.uidMappings: write uid_map")?;
+        std::fs::write(format!("/proc/{pid}/uid_map"), map_text(uid))
+            .context("linux.uidMappings: write uid_map")?;
     }
     if !gid.is_empty() {
-        std::fs::write(format!("/proc/{pid}/gid_map"), map_text(gid)).context("linux.gidMappings: write gid_map")?;
+        std::fs::write(format!("/proc/{pid}/gid_map"), map_text(gid))
+            .context("linux.gidMappings: write gid_map")?;
     }
     Ok(())
 }
@@ -131,7 +135,11 @@ pub fn userns_with_maps(uid: &[LinuxIdMapping], gid: &[LinuxIdMapping]) -> Resul
     }
     if pid == 0 {
         let ok = unsafe { libc::unshare(libc::CLONE_NEWUSER) } == 0;
-        let _ = b.send(&if ok { crate::sync::Msg::Ready } else { crate::sync::Msg::Error("unshare".into()) });
+        let _ = b.send(&if ok {
+            crate::sync::Msg::Ready
+        } else {
+            crate::sync::Msg::Error("unshare".into())
+        });
         // Wait until the parent holds the namespace; EOF means it is done with us.
         let _ = b.recv();
         unsafe { libc::_exit(0) };
@@ -140,7 +148,8 @@ pub fn userns_with_maps(uid: &[LinuxIdMapping], gid: &[LinuxIdMapping]) -> Resul
     let res = (|| {
         a.expect(crate::sync::Msg::Ready, "idmap helper")?;
         write_id_maps(pid, uid, gid)?;
-        let f = std::fs::File::open(format!("/proc/{pid}/ns/user")).context("open idmap user namespace")?;
+        let f = std::fs::File::open(format!("/proc/{pid}/ns/user"))
+            .context("open idmap user namespace")?;
         Ok(OwnedFd::from(f))
     })();
     drop(a);
@@ -153,7 +162,13 @@ pub fn userns_with_maps(uid: &[LinuxIdMapping], gid: &[LinuxIdMapping]) -> Resul
 
 /// Sets the clock offsets of the time namespace our children will be born into.
 pub fn write_time_offsets(spec: &Spec) -> Result<()> {
-    let Some(offs) = spec.linux().as_ref().and_then(|l| l.time_offsets().as_ref()) else { return Ok(()) };
+    let Some(offs) = spec
+        .linux()
+        .as_ref()
+        .and_then(|l| l.time_offsets().as_ref())
+    else {
+        return Ok(());
+    };
     let mut s = String::new();
     for (clock, o) in offs {
         let name = match clock.as_str() {
@@ -161,9 +176,15 @@ pub fn write_time_offsets(spec: &Spec) -> Result<()> {
             "boottime" => "boottime",
             other => bail!("linux.timeOffsets: unknown clock {other:?} (monotonic or boottime)"),
         };
-        let _ = writeln!(s, "{name} {} {}", o.secs().unwrap_or(0), o.nanosecs().unwrap_or(0));
+        let _ = writeln!(
+            s,
+            "{name} {} {}",
+            o.secs().unwrap_or(0),
+            o.nanosecs().unwrap_or(0)
+        );
     }
-    std::fs::write("/proc/self/timens_offsets", s).context("linux.timeOffsets: write timens_offsets")
+    std::fs::write("/proc/self/timens_offsets", s)
+        .context("linux.timeOffsets: write timens_offsets")
 }
 
 /// An fd is a plain number for the kernel; keep the helpers honest about ownership.

@@ -4,7 +4,9 @@
 //! bad input fails before anything (state dir, cgroup, mount) exists to clean up.
 
 use anyhow::{bail, Context, Result};
-use oci_spec::runtime::{LinuxDeviceCgroup, LinuxDeviceType, LinuxNamespaceType, LinuxResources, Process, Spec};
+use oci_spec::runtime::{
+    LinuxDeviceCgroup, LinuxDeviceType, LinuxNamespaceType, LinuxResources, Process, Spec,
+};
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
@@ -116,18 +118,17 @@ pub fn validate(spec: &Spec) -> Result<()> {
         }
         if let Some(p) = ns.path() {
             if !p.is_absolute() {
-                bail!("linux.namespaces[{i}].path: {:?} must be absolute", p.display());
-            }
-            if !p.exists() {
                 bail!(
-                    "linux.namespaces[{i}].path: {} does not exist",
+                    "linux.namespaces[{i}].path: {:?} must be absolute",
                     p.display()
                 );
             }
+            if !p.exists() {
+                bail!("linux.namespaces[{i}].path: {} does not exist", p.display());
+            }
         }
-        match ns.typ() {
-            LinuxNamespaceType::User => has_user = true,
-            _ => {}
+        if ns.typ() == LinuxNamespaceType::User {
+            has_user = true;
         }
     }
     let has_maps = linux.uid_mappings().as_ref().is_some_and(|m| !m.is_empty())
@@ -192,7 +193,13 @@ pub fn validate(spec: &Spec) -> Result<()> {
         }
     }
     if let Some(offs) = linux.time_offsets() {
-        if !offs.is_empty() && !linux.namespaces().iter().flatten().any(|n| n.typ() == LinuxNamespaceType::Time && n.path().is_none()) {
+        if !offs.is_empty()
+            && !linux
+                .namespaces()
+                .iter()
+                .flatten()
+                .any(|n| n.typ() == LinuxNamespaceType::Time && n.path().is_none())
+        {
             bail!("linux.timeOffsets: needs a new time namespace in linux.namespaces");
         }
     }
@@ -200,7 +207,6 @@ pub fn validate(spec: &Spec) -> Result<()> {
         for (i, m) in mounts.iter().enumerate() {
             crate::rootfs::options::parse(m.options().as_deref().unwrap_or(&[]))
                 .with_context(|| format!("mounts[{i}].options"))?;
-
         }
     }
     Ok(())
@@ -210,8 +216,14 @@ pub fn validate(spec: &Spec) -> Result<()> {
 /// otherwise it would change the host (runc refuses the same list).
 fn check_sysctl(key: &str, has: &dyn Fn(LinuxNamespaceType) -> bool) -> Result<()> {
     const IPC: &[&str] = &[
-        "kernel.msgmax", "kernel.msgmnb", "kernel.msgmni", "kernel.sem", "kernel.shmall",
-        "kernel.shmmax", "kernel.shmmni", "kernel.shm_rmid_forced",
+        "kernel.msgmax",
+        "kernel.msgmnb",
+        "kernel.msgmni",
+        "kernel.sem",
+        "kernel.shmall",
+        "kernel.shmmax",
+        "kernel.shmmni",
+        "kernel.shm_rmid_forced",
     ];
     if IPC.contains(&key) || key.starts_with("fs.mqueue.") {
         if !has(LinuxNamespaceType::Ipc) {
@@ -247,7 +259,10 @@ pub fn validate_process(process: &Process, field: &str) -> Result<()> {
         _ => bail!("{field}.args: must name the program to run"),
     }
     if !process.cwd().is_absolute() {
-        bail!("{field}.cwd: {:?} must be an absolute path", process.cwd().display());
+        bail!(
+            "{field}.cwd: {:?} must be an absolute path",
+            process.cwd().display()
+        );
     }
     for (i, e) in process.env().iter().flatten().enumerate() {
         if !e.contains('=') || e.starts_with('=') {
@@ -264,19 +279,27 @@ pub fn validate_process(process: &Process, field: &str) -> Result<()> {
                 bail!("{field}.rlimits[{i}]: {} is given twice", r.typ());
             }
             if r.soft() > r.hard() {
-                bail!("{field}.rlimits[{i}]: soft limit {} is above hard limit {}", r.soft(), r.hard());
+                bail!(
+                    "{field}.rlimits[{i}]: soft limit {} is above hard limit {}",
+                    r.soft(),
+                    r.hard()
+                );
             }
         }
     }
     if let Some(p) = process.io_priority() {
         if !(0..=7).contains(&p.priority()) {
-            bail!("{field}.ioPriority.priority: {} is outside 0..7", p.priority());
+            bail!(
+                "{field}.ioPriority.priority: {} is outside 0..7",
+                p.priority()
+            );
         }
     }
     if let Some(a) = process.exec_cpu_affinity() {
         for (name, v) in [("initial", a.initial()), ("final", a.cpu_affinity_final())] {
             if let Some(list) = v {
-                crate::security::sched::parse_cpus(list).with_context(|| format!("{field}.execCPUAffinity.{name}"))?;
+                crate::security::sched::parse_cpus(list)
+                    .with_context(|| format!("{field}.execCPUAffinity.{name}"))?;
             }
         }
     }
@@ -287,7 +310,9 @@ pub fn validate_process(process: &Process, field: &str) -> Result<()> {
 /// container gets (and those in linux.devices), as runc adds them.
 pub fn resources_with_defaults(spec: &Spec) -> LinuxResources {
     let linux = spec.linux().as_ref();
-    let mut r = linux.and_then(|l| l.resources().clone()).unwrap_or_default();
+    let mut r = linux
+        .and_then(|l| l.resources().clone())
+        .unwrap_or_default();
     let mut rules = r.devices().clone().unwrap_or_default();
     let mut allow = |t: char, major: i64, minor: i64| {
         let typ = match t {
@@ -309,7 +334,11 @@ pub fn resources_with_defaults(spec: &Spec) -> LinuxResources {
     for &(t, ma, mi) in crate::rootfs::devices::DEFAULT_CGROUP_EXTRA {
         allow(t, ma, mi);
     }
-    for d in linux.and_then(|l| l.devices().as_ref()).into_iter().flatten() {
+    for d in linux
+        .and_then(|l| l.devices().as_ref())
+        .into_iter()
+        .flatten()
+    {
         // FIFOs are not device nodes the devices cgroup controls.
         let t = crate::rootfs::devices::type_char(d.typ());
         if t != 'p' {

@@ -103,8 +103,8 @@ impl State {
     pub fn save(&self, root: &Path) -> Result<()> {
         let dir = container_dir(root, &self.id);
         let tmp = dir.join(".state.json.tmp");
-        let mut f = std::fs::File::create(&tmp)
-            .with_context(|| format!("create {}", tmp.display()))?;
+        let mut f =
+            std::fs::File::create(&tmp).with_context(|| format!("create {}", tmp.display()))?;
         f.write_all(&serde_json::to_vec(self)?)?;
         std::fs::rename(&tmp, dir.join(STATE_FILE)).context("rename state.json")?;
         Ok(())
@@ -144,7 +144,11 @@ impl State {
     /// containerd and podman read.
     pub fn oci_json(&self, root: &Path) -> serde_json::Value {
         let status = self.status(root);
-        let pid = if status == Status::Stopped { 0 } else { self.pid };
+        let pid = if status == Status::Stopped {
+            0
+        } else {
+            self.pid
+        };
         serde_json::json!({
             "ociVersion": crate::OCI_VERSION,
             "id": self.id,

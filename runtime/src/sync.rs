@@ -94,9 +94,8 @@ impl Channel {
     pub fn recv(&self) -> Result<Option<Msg>> {
         let mut buf = [0u8; 32 * 1024 + 8];
         let n = loop {
-            let n = unsafe {
-                libc::recv(self.fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0)
-            };
+            let n =
+                unsafe { libc::recv(self.fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
             if n < 0 {
                 let e = std::io::Error::last_os_error();
                 if e.raw_os_error() == Some(libc::EINTR) {

@@ -14,9 +14,15 @@ pub struct Pty {
 }
 
 pub fn open_pty() -> Result<Pty> {
-    let fd = unsafe { libc::open(c"/dev/ptmx".as_ptr(), libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC) };
+    let fd = unsafe {
+        libc::open(
+            c"/dev/ptmx".as_ptr(),
+            libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC,
+        )
+    };
     if fd < 0 {
-        return Err(std::io::Error::last_os_error()).context("open /dev/ptmx (is /dev/pts mounted?)");
+        return Err(std::io::Error::last_os_error())
+            .context("open /dev/ptmx (is /dev/pts mounted?)");
     }
     let master = unsafe { OwnedFd::from_raw_fd(fd) };
     let mut unlock: libc::c_int = 0;
@@ -27,11 +33,19 @@ pub fn open_pty() -> Result<Pty> {
     if unsafe { libc::ioctl(fd, libc::TIOCGPTN, &mut n) } < 0 {
         return Err(std::io::Error::last_os_error()).context("pty number");
     }
-    Ok(Pty { master, slave_path: PathBuf::from(format!("/dev/pts/{n}")) })
+    Ok(Pty {
+        master,
+        slave_path: PathBuf::from(format!("/dev/pts/{n}")),
+    })
 }
 
 pub fn set_size(fd: RawFd, rows: u16, cols: u16) {
-    let ws = libc::winsize { ws_row: rows, ws_col: cols, ws_xpixel: 0, ws_ypixel: 0 };
+    let ws = libc::winsize {
+        ws_row: rows,
+        ws_col: cols,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
     unsafe { libc::ioctl(fd, libc::TIOCSWINSZ, &ws) };
 }
 
@@ -40,7 +54,8 @@ pub fn become_controlling(slave_path: &std::path::Path) -> Result<()> {
     let c = CString::new(slave_path.to_string_lossy().as_bytes())?;
     let fd = unsafe { libc::open(c.as_ptr(), libc::O_RDWR | libc::O_CLOEXEC) };
     if fd < 0 {
-        return Err(std::io::Error::last_os_error()).with_context(|| format!("open {}", slave_path.display()));
+        return Err(std::io::Error::last_os_error())
+            .with_context(|| format!("open {}", slave_path.display()));
     }
     if unsafe { libc::setsid() } < 0 {
         let e = std::io::Error::last_os_error();
@@ -83,7 +98,8 @@ pub fn recv_fd(sock: RawFd) -> Result<OwnedFd> {
     let mut buf = [0u8; 4096];
     let mut iov = [std::io::IoSliceMut::new(&mut buf)];
     let mut space = nix::cmsg_space!([RawFd; 1]);
-    let msg = recvmsg::<()>(sock, &mut iov, Some(&mut space), MsgFlags::MSG_CMSG_CLOEXEC).context("receive fd")?;
+    let msg = recvmsg::<()>(sock, &mut iov, Some(&mut space), MsgFlags::MSG_CMSG_CLOEXEC)
+        .context("receive fd")?;
     for c in msg.cmsgs().context("control message")? {
         if let ControlMessageOwned::ScmRights(fds) = c {
             if let Some(&fd) = fds.first() {

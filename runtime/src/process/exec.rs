@@ -37,18 +37,27 @@ pub fn exec(root: &Path, id: &str, opts: ExecOpts) -> Result<i32> {
         Status::Running | Status::Created => {}
         s => bail!("cannot exec in a {s} container"),
     }
-    let raw = std::fs::read(st.dir(root).join(crate::state::CONFIG_FILE)).context("read saved config.json")?;
+    let raw = std::fs::read(st.dir(root).join(crate::state::CONFIG_FILE))
+        .context("read saved config.json")?;
     let spec: Spec = crate::spec::parse(&raw)?;
     let process = opts.process;
     crate::spec::validate_process(&process, "process")?;
     // An untrusted --process may not ask for more than the container was given.
-    let container_caps = caps::from_spec(spec.process().as_ref().and_then(|p| p.capabilities().as_ref()));
+    let container_caps = caps::from_spec(
+        spec.process()
+            .as_ref()
+            .and_then(|p| p.capabilities().as_ref()),
+    );
     let wanted = caps::from_spec(process.capabilities().as_ref());
-    let all = wanted.bounding | wanted.effective | wanted.permitted | wanted.inheritable | wanted.ambient;
+    let all =
+        wanted.bounding | wanted.effective | wanted.permitted | wanted.inheritable | wanted.ambient;
     if all & !container_caps.bounding != 0 {
         bail!("process.capabilities: asks for capabilities outside the container's bounding set");
     }
-    crate::security::lsm::validate(process.apparmor_profile().as_deref(), process.selinux_label().as_deref())?;
+    crate::security::lsm::validate(
+        process.apparmor_profile().as_deref(),
+        process.selinux_label().as_deref(),
+    )?;
     let terminal = process.terminal().unwrap_or(false);
     // A foreground exec with a terminal and no console socket: we hold the pty
     // master ourselves and proxy our stdio to it, as runc does.
@@ -71,15 +80,28 @@ pub fn exec(root: &Path, id: &str, opts: ExecOpts) -> Result<i32> {
     // Every namespace the container has, taken from init so paths joined at create
     // time are found even if they were unmounted since.
     let mut join = Vec::new();
-    for ns in spec.linux().as_ref().and_then(|l| l.namespaces().as_ref()).into_iter().flatten() {
+    for ns in spec
+        .linux()
+        .as_ref()
+        .and_then(|l| l.namespaces().as_ref())
+        .into_iter()
+        .flatten()
+    {
         let p = format!("/proc/{}/ns/{}", st.pid, proc_name(ns.typ()));
         let f = std::fs::File::open(&p).with_context(|| format!("open {p}"))?;
         join.push((ns.typ(), OwnedFd::from(f)));
     }
     let cgroup = st.cgroup.clone();
-    let initial_cpus = process.exec_cpu_affinity().as_ref().and_then(|a| a.initial().clone());
+    let initial_cpus = process
+        .exec_cpu_affinity()
+        .as_ref()
+        .and_then(|a| a.initial().clone());
 
-    let mask = if opts.detach { None } else { Some(super::supervise::block_signals()) };
+    let mask = if opts.detach {
+        None
+    } else {
+        Some(super::supervise::block_signals())
+    };
     let (parent, child) = sync::pair()?;
     let joiner = unsafe { libc::fork() };
     if joiner < 0 {
@@ -92,12 +114,19 @@ pub fn exec(root: &Path, id: &str, opts: ExecOpts) -> Result<i32> {
                 crate::security::sched::set_affinity(list, "process.execCPUAffinity.initial")?;
             }
             if let Some(cg) = &cgroup {
-                cg.add_pid(std::process::id() as i32).context("join the container's cgroup")?;
+                cg.add_pid(std::process::id() as i32)
+                    .context("join the container's cgroup")?;
             }
             namespaces::join(&join)?;
             let pid = unsafe { sys::clone_fork(libc::CLONE_PARENT as u64) }.context("clone")?;
             if pid == 0 {
-                let Err(e) = child_main(&child, &process, console, seccomp.as_ref(), opts.preserve_fds);
+                let Err(e) = child_main(
+                    &child,
+                    &process,
+                    console,
+                    seccomp.as_ref(),
+                    opts.preserve_fds,
+                );
                 let _ = child.send(&Msg::Error(format!("{e:#}")));
                 unsafe { libc::_exit(1) };
             }
@@ -127,7 +156,11 @@ pub fn exec(root: &Path, id: &str, opts: ExecOpts) -> Result<i32> {
     match parent.recv() {
         Ok(Some(Msg::Ready)) => {}
         Ok(Some(Msg::Error(e))) => return Err(kill(anyhow::anyhow!("{e}"))),
-        Ok(other) => return Err(kill(anyhow::anyhow!("exec: process failed to start: {other:?}"))),
+        Ok(other) => {
+            return Err(kill(anyhow::anyhow!(
+                "exec: process failed to start: {other:?}"
+            )))
+        }
         Err(e) => return Err(kill(e)),
     }
     if let Some(p) = &opts.pid_file {
@@ -156,9 +189,17 @@ fn child_main(
         let console = console.context("terminal without console")?;
         let pty = crate::terminal::open_pty()?;
         if let Some(sz) = process.console_size() {
-            crate::terminal::set_size(pty.master.as_raw_fd(), sz.height() as u16, sz.width() as u16);
+            crate::terminal::set_size(
+                pty.master.as_raw_fd(),
+                sz.height() as u16,
+                sz.width() as u16,
+            );
         }
-        crate::terminal::send_fd(console.as_raw_fd(), pty.master.as_raw_fd(), &pty.slave_path.to_string_lossy())?;
+        crate::terminal::send_fd(
+            console.as_raw_fd(),
+            pty.master.as_raw_fd(),
+            &pty.slave_path.to_string_lossy(),
+        )?;
         crate::terminal::become_controlling(&pty.slave_path)?;
     } else if unsafe { libc::setsid() } < 0 {
         bail!("setsid: {}", std::io::Error::last_os_error());
@@ -176,7 +217,10 @@ fn child_main(
     caps::apply_sets(&sets)?;
     if nnp {
         if unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } < 0 {
-            bail!("process.noNewPrivileges: {}", std::io::Error::last_os_error());
+            bail!(
+                "process.noNewPrivileges: {}",
+                std::io::Error::last_os_error()
+            );
         }
         if let Some(p) = seccomp {
             crate::seccomp::install(p).context("linux.seccomp: install filter")?;

@@ -72,8 +72,14 @@ fn run(args: &mut InitArgs) -> Result<Infallible> {
     let spec: &Spec = &args.bundle.spec;
     if args.new_userns {
         // Become the mapped root so files we create are owned by a mapped id.
-        check(unsafe { libc::syscall(libc::SYS_setresgid, 0, 0, 0) } as i32, "setresgid 0 in the user namespace")?;
-        check(unsafe { libc::syscall(libc::SYS_setresuid, 0, 0, 0) } as i32, "setresuid 0 in the user namespace")?;
+        check(
+            unsafe { libc::syscall(libc::SYS_setresgid, 0, 0, 0) } as i32,
+            "setresgid 0 in the user namespace",
+        )?;
+        check(
+            unsafe { libc::syscall(libc::SYS_setresuid, 0, 0, 0) } as i32,
+            "setresuid 0 in the user namespace",
+        )?;
     }
     let wants_cgroupfs = spec
         .mounts()
@@ -81,13 +87,24 @@ fn run(args: &mut InitArgs) -> Result<Infallible> {
         .flatten()
         .any(|m| matches!(m.typ().as_deref(), Some("cgroup") | Some("cgroup2")));
     // Our place in each hierarchy is visible only before the cgroup namespace hides it.
-    let cgroups = if wants_cgroupfs { mountinfo::own_cgroups() } else { Vec::new() };
+    let cgroups = if wants_cgroupfs {
+        mountinfo::own_cgroups()
+    } else {
+        Vec::new()
+    };
     if args.new_cgroupns {
-        check(unsafe { libc::unshare(libc::CLONE_NEWCGROUP) }, "create cgroup namespace")?;
+        check(
+            unsafe { libc::unshare(libc::CLONE_NEWCGROUP) },
+            "create cgroup namespace",
+        )?;
     }
     let hooks = spec.hooks().as_ref();
     let container_hooks = hooks::any(hooks, &[Kind::CreateContainer, Kind::StartContainer]);
-    let pid = if container_hooks || args.seccomp_listener.is_some() { host_pid() } else { 0 };
+    let pid = if container_hooks || args.seccomp_listener.is_some() {
+        host_pid()
+    } else {
+        0
+    };
     rootfs::check_rootfs(&args.bundle.rootfs)?;
     let setup = rootfs::Setup {
         spec,
@@ -103,9 +120,14 @@ fn run(args: &mut InitArgs) -> Result<Infallible> {
     let root_fd = rootfs::prepare(&setup)?;
     if args.runtime_hooks {
         args.sync.send(&Msg::HooksRequest)?;
-        args.sync.expect(Msg::Go, "kura-runtime (createRuntime hooks)")?;
+        args.sync
+            .expect(Msg::Go, "kura-runtime (createRuntime hooks)")?;
     }
-    hooks::run(hooks, Kind::CreateContainer, &hook_state(args, pid, Status::Creating))?;
+    hooks::run(
+        hooks,
+        Kind::CreateContainer,
+        &hook_state(args, pid, Status::Creating),
+    )?;
     let how = if setup.host_mount_ns {
         rootfs::RootSwitch::Chroot
     } else if args.no_pivot {
@@ -125,26 +147,41 @@ fn run(args: &mut InitArgs) -> Result<Infallible> {
         fail("process: not set in config.json; nothing to start");
     };
     if process.terminal().unwrap_or(false) {
-        let console = args.console.take().context("terminal without console socket")?;
+        let console = args
+            .console
+            .take()
+            .context("terminal without console socket")?;
         let pty = crate::terminal::open_pty()?;
         if let Some(sz) = process.console_size() {
-            crate::terminal::set_size(pty.master.as_raw_fd(), sz.height() as u16, sz.width() as u16);
+            crate::terminal::set_size(
+                pty.master.as_raw_fd(),
+                sz.height() as u16,
+                sz.width() as u16,
+            );
         }
-        crate::terminal::send_fd(console.as_raw_fd(), pty.master.as_raw_fd(), &pty.slave_path.to_string_lossy())?;
+        crate::terminal::send_fd(
+            console.as_raw_fd(),
+            pty.master.as_raw_fd(),
+            &pty.slave_path.to_string_lossy(),
+        )?;
         drop(console);
         rootfs::mount_console(&pty.slave_path)?;
         crate::terminal::become_controlling(&pty.slave_path)?;
     } else if unsafe { libc::setsid() } < 0 {
         bail!("setsid: {}", std::io::Error::last_os_error());
     }
-    rootfs::finish(spec, host_mount_ns)?;
+    // Sysctls go in before readonlyPaths make /proc/sys read-only.
     rootfs::sysctl(spec)?;
+    rootfs::finish(spec, host_mount_ns)?;
     if let Some(h) = spec.hostname() {
         nix::unistd::sethostname(h).with_context(|| format!("hostname: set {h:?}"))?;
     }
     if let Some(d) = spec.domainname() {
         let c = CString::new(d.as_str())?;
-        check(unsafe { libc::setdomainname(c.as_ptr(), d.len()) }, "domainname")?;
+        check(
+            unsafe { libc::setdomainname(c.as_ptr(), d.len()) },
+            "domainname",
+        )?;
     }
     if !args.no_new_keyring {
         join_session_keyring(args.id);
@@ -159,7 +196,10 @@ fn run(args: &mut InitArgs) -> Result<Infallible> {
     let mut sets = caps::from_spec(process.capabilities().as_ref());
     let dropped = sets.limit_to(caps::held());
     if !dropped.is_empty() {
-        crate::log::warn(&format!("process.capabilities: the runtime does not hold {}; not granted", dropped.join(", ")));
+        crate::log::warn(&format!(
+            "process.capabilities: the runtime does not hold {}; not granted",
+            dropped.join(", ")
+        ));
     }
     let nnp = process.no_new_privileges().unwrap_or(false);
     let mut listener = None;
@@ -170,7 +210,10 @@ fn run(args: &mut InitArgs) -> Result<Infallible> {
     user::switch(process.user(), user::setgroups_allowed())?;
     caps::apply_sets(&sets)?;
     if nnp {
-        check(unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) }, "process.noNewPrivileges")?;
+        check(
+            unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) },
+            "process.noNewPrivileges",
+        )?;
         if let Some(p) = &args.seccomp {
             listener = crate::seccomp::install(p).context("linux.seccomp: install filter")?;
         }
@@ -184,7 +227,11 @@ fn run(args: &mut InitArgs) -> Result<Infallible> {
     if let Err(e) = wait_for_start(fifo) {
         fail(&format!("{e:#}"));
     }
-    if let Err(e) = hooks::run(hooks, Kind::StartContainer, &hook_state(args, pid, Status::Created)) {
+    if let Err(e) = hooks::run(
+        hooks,
+        Kind::StartContainer,
+        &hook_state(args, pid, Status::Created),
+    ) {
         fail(&format!("{e:#}"));
     }
     let e = exec(&exe, process, &env);
@@ -215,7 +262,11 @@ fn check(r: i32, what: &str) -> Result<()> {
 
 /// Steps shared by init and exec'd processes, after the filesystem is final:
 /// limits, scheduling, LSM labels, umask, fds, cwd. Returns the environment.
-pub fn prepare_common(process: &Process, preserve_fds: u32, notify: Option<&Path>) -> Result<Vec<CString>> {
+pub fn prepare_common(
+    process: &Process,
+    preserve_fds: u32,
+    notify: Option<&Path>,
+) -> Result<Vec<CString>> {
     if let Some(v) = process.oom_score_adj() {
         sched::set_oom_score_adj(v)?;
     }
@@ -228,10 +279,17 @@ pub fn prepare_common(process: &Process, preserve_fds: u32, notify: Option<&Path
     if let Some(p) = process.io_priority() {
         sched::apply_io_priority(p)?;
     }
-    if let Some(list) = process.exec_cpu_affinity().as_ref().and_then(|a| a.cpu_affinity_final().as_deref()) {
+    if let Some(list) = process
+        .exec_cpu_affinity()
+        .as_ref()
+        .and_then(|a| a.cpu_affinity_final().as_deref())
+    {
         sched::set_affinity(list, "process.execCPUAffinity.final")?;
     }
-    lsm::apply(process.apparmor_profile().as_deref(), process.selinux_label().as_deref())?;
+    lsm::apply(
+        process.apparmor_profile().as_deref(),
+        process.selinux_label().as_deref(),
+    )?;
     unsafe { libc::umask(process.user().umask().unwrap_or(0o022) as libc::mode_t) };
     close_fds_from(3 + preserve_fds as i32)?;
     chdir_inside(process.cwd())?;
@@ -240,13 +298,21 @@ pub fn prepare_common(process: &Process, preserve_fds: u32, notify: Option<&Path
     let mut has_home = false;
     for e in process.env().iter().flatten() {
         has_home |= e.starts_with("HOME=");
-        env.push(CString::new(e.as_str()).with_context(|| format!("process.env: NUL byte in {e:?}"))?);
+        env.push(
+            CString::new(e.as_str()).with_context(|| format!("process.env: NUL byte in {e:?}"))?,
+        );
     }
     if !has_home {
-        env.push(CString::new(format!("HOME={}", user::home_for(process.user().uid())))?);
+        env.push(CString::new(format!(
+            "HOME={}",
+            user::home_for(process.user().uid())
+        ))?);
     }
     if preserve_fds > 0 && std::env::var_os("LISTEN_FDS").is_some() {
-        env.push(CString::new(format!("LISTEN_FDS={}", std::env::var("LISTEN_FDS").unwrap_or_default()))?);
+        env.push(CString::new(format!(
+            "LISTEN_FDS={}",
+            std::env::var("LISTEN_FDS").unwrap_or_default()
+        ))?);
         env.push(CString::new(format!("LISTEN_PID={}", std::process::id()))?);
     }
     if let Some(n) = notify {
@@ -258,11 +324,21 @@ pub fn prepare_common(process: &Process, preserve_fds: u32, notify: Option<&Path
 /// Marks every fd from `first` up close-on-exec, so nothing of the runtime's (a host
 /// directory above all, CVE-2024-21626) reaches the container.
 fn close_fds_from(first: i32) -> Result<()> {
-    let r = unsafe { libc::syscall(libc::SYS_close_range, first as u32, u32::MAX, libc::CLOSE_RANGE_CLOEXEC) };
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_close_range,
+            first as u32,
+            u32::MAX,
+            libc::CLOSE_RANGE_CLOEXEC,
+        )
+    };
     if r == 0 {
         return Ok(());
     }
-    for e in std::fs::read_dir("/proc/self/fd").context("list /proc/self/fd")?.flatten() {
+    for e in std::fs::read_dir("/proc/self/fd")
+        .context("list /proc/self/fd")?
+        .flatten()
+    {
         if let Some(fd) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) {
             if fd >= first {
                 unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
@@ -276,10 +352,16 @@ fn close_fds_from(first: i32) -> Result<()> {
 /// cwd reached through a leaked fd would be "(unreachable)" to getcwd.
 fn chdir_inside(cwd: &Path) -> Result<()> {
     let c = CString::new(cwd.as_os_str().as_bytes())?;
-    check(unsafe { libc::chdir(c.as_ptr()) }, &format!("process.cwd: chdir {}", cwd.display()))?;
+    check(
+        unsafe { libc::chdir(c.as_ptr()) },
+        &format!("process.cwd: chdir {}", cwd.display()),
+    )?;
     let here = std::env::current_dir().context("process.cwd: getcwd")?;
     if !here.is_absolute() || here.starts_with("(unreachable)") {
-        bail!("process.cwd: {} is outside the container root", cwd.display());
+        bail!(
+            "process.cwd: {} is outside the container root",
+            cwd.display()
+        );
     }
     Ok(())
 }
@@ -307,7 +389,11 @@ pub fn find_executable(process: &Process, env: &[CString]) -> Result<PathBuf> {
     }
     let path = env
         .iter()
-        .find_map(|e| e.to_bytes().strip_prefix(b"PATH=").map(|v| String::from_utf8_lossy(v).into_owned()))
+        .find_map(|e| {
+            e.to_bytes()
+                .strip_prefix(b"PATH=")
+                .map(|v| String::from_utf8_lossy(v).into_owned())
+        })
         .unwrap_or_else(|| DEFAULT_PATH.to_owned());
     for dir in path.split(':') {
         let dir = if dir.is_empty() { "." } else { dir };
@@ -323,7 +409,8 @@ fn wait_for_start(fifo: i32) -> Result<()> {
     let p = sys::proc_fd_path(fifo);
     let fd = unsafe { libc::open(p.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC) };
     if fd < 0 {
-        return Err(std::io::Error::last_os_error()).context("open exec fifo (is /proc mounted in the container?)");
+        return Err(std::io::Error::last_os_error())
+            .context("open exec fifo (is /proc mounted in the container?)");
     }
     let r = unsafe { libc::write(fd, b"0".as_ptr().cast(), 1) };
     unsafe { libc::close(fd) };
@@ -356,9 +443,13 @@ pub fn exec(exe: &Path, process: &Process, env: &[CString]) -> std::io::Error {
 fn join_session_keyring(id: &str) {
     const KEYCTL_JOIN_SESSION_KEYRING: libc::c_long = 1;
     if let Ok(name) = CString::new(format!("_ses.{id}")) {
-        let r = unsafe { libc::syscall(libc::SYS_keyctl, KEYCTL_JOIN_SESSION_KEYRING, name.as_ptr()) };
+        let r =
+            unsafe { libc::syscall(libc::SYS_keyctl, KEYCTL_JOIN_SESSION_KEYRING, name.as_ptr()) };
         if r < 0 {
-            crate::log::debug(&format!("join session keyring: {}", std::io::Error::last_os_error()));
+            crate::log::debug(&format!(
+                "join session keyring: {}",
+                std::io::Error::last_os_error()
+            ));
         }
     }
 }
@@ -382,5 +473,6 @@ fn send_seccomp_fd(args: &InitArgs, pid: i32, sock: &OwnedFd, fd: &OwnedFd) -> R
         "state": serde_json::from_str::<serde_json::Value>(&hook_state(args, pid, Status::Creating))?,
     })
     .to_string();
-    crate::terminal::send_fd_with(sock.as_raw_fd(), fd.as_raw_fd(), msg.as_bytes()).context("linux.seccomp.listenerPath: send notify fd")
+    crate::terminal::send_fd_with(sock.as_raw_fd(), fd.as_raw_fd(), msg.as_bytes())
+        .context("linux.seccomp.listenerPath: send notify fd")
 }

@@ -45,6 +45,7 @@ use oci_spec::runtime::LinuxNamespaceType;
 use std::ffi::CString;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 
 pub struct CreateOpts {
@@ -130,13 +131,21 @@ pub fn create(opts: CreateOpts) -> Result<(State, bool)> {
         bail!("--console-socket given but process.terminal is false");
     }
     if let Some(p) = process {
-        crate::security::lsm::validate(p.apparmor_profile().as_deref(), p.selinux_label().as_deref())?;
+        crate::security::lsm::validate(
+            p.apparmor_profile().as_deref(),
+            p.selinux_label().as_deref(),
+        )?;
     }
     let seccomp = match spec.linux().as_ref().and_then(|l| l.seccomp().as_ref()) {
         Some(s) => Some(crate::seccomp::compile(s).context("linux.seccomp")?),
         None => None,
     };
-    let seccomp_listener = match spec.linux().as_ref().and_then(|l| l.seccomp().as_ref()).and_then(|s| s.listener_path().as_ref()) {
+    let seccomp_listener = match spec
+        .linux()
+        .as_ref()
+        .and_then(|l| l.seccomp().as_ref())
+        .and_then(|s| s.listener_path().as_ref())
+    {
         Some(p) if seccomp.as_ref().is_some_and(|s| s.notify) => Some(
             std::os::unix::net::UnixStream::connect(p)
                 .map(OwnedFd::from)
@@ -151,7 +160,11 @@ pub fn create(opts: CreateOpts) -> Result<(State, bool)> {
     };
     let plan = namespaces::plan(spec)?;
     let cgroup = Cgroup::new(
-        spec.linux().as_ref().and_then(|l| l.cgroups_path().as_ref()).map(|p| p.to_string_lossy()).as_deref(),
+        spec.linux()
+            .as_ref()
+            .and_then(|l| l.cgroups_path().as_ref())
+            .map(|p| p.to_string_lossy())
+            .as_deref(),
         &opts.id,
         opts.systemd_cgroup,
     )
@@ -160,22 +173,35 @@ pub fn create(opts: CreateOpts) -> Result<(State, bool)> {
     crate::cgroups::validate(&resources, crate::cgroups::detect()?).context("linux.resources")?;
 
     // From here on we change the system; the guard undoes it on any error.
-    std::fs::create_dir_all(&opts.root).with_context(|| format!("--root {}", opts.root.display()))?;
+    std::fs::create_dir_all(&opts.root)
+        .with_context(|| format!("--root {}", opts.root.display()))?;
     let dir = state::container_dir(&opts.root, &opts.id);
-    match std::fs::create_dir(&dir) {
+    // 0700: the state (and the fifo in it) is root's business; init reaches the
+    // fifo through its already-open fd, so it needs no search permission here.
+    match std::fs::DirBuilder::new().mode(0o700).create(&dir) {
         Ok(()) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => bail!("container {} already exists", opts.id),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            bail!("container {} already exists", opts.id)
+        }
         Err(e) => return Err(e).with_context(|| format!("create {}", dir.display())),
     }
-    let mut guard = Cleanup { dir: Some(dir.clone()), cgroup: None, pid: 0 };
+    let mut guard = Cleanup {
+        dir: Some(dir.clone()),
+        cgroup: None,
+        pid: 0,
+    };
     std::fs::write(dir.join(state::CONFIG_FILE), &bundle.raw).context("save config.json")?;
     let fifo_path = dir.join(state::EXEC_FIFO);
     let cfifo = CString::new(fifo_path.as_os_str().as_bytes())?;
-    sys::errno_result(unsafe { libc::mkfifo(cfifo.as_ptr(), 0o600) }).context("mkfifo exec.fifo")?;
-    // Init opens the fifo as the container's root; in a user namespace that is some
-    // other host uid, which must own it.
+    sys::errno_result(unsafe { libc::mkfifo(cfifo.as_ptr(), 0o622) })
+        .context("mkfifo exec.fifo")?;
+    // mkfifo's mode passes through the umask; the write bits for others matter.
+    sys::errno_result(unsafe { libc::chmod(cfifo.as_ptr(), 0o622) }).context("chmod exec.fifo")?;
+    // Init opens the fifo for writing as the process's user (0622 lets any uid);
+    // in a user namespace the container's root is another host uid, which owns it.
     if let Some((uid, gid)) = mapped_root(spec) {
-        sys::errno_result(unsafe { libc::chown(cfifo.as_ptr(), uid, gid) }).context("chown exec.fifo")?;
+        sys::errno_result(unsafe { libc::chown(cfifo.as_ptr(), uid, gid) })
+            .context("chown exec.fifo")?;
     }
     let fifo = {
         let fd = unsafe { libc::open(cfifo.as_ptr(), libc::O_PATH | libc::O_CLOEXEC) };
@@ -189,7 +215,9 @@ pub fn create(opts: CreateOpts) -> Result<(State, bool)> {
     guard.cgroup = Some(cgroup.clone());
     cgroup.apply(&resources)?;
 
-    let notify_socket = std::env::var_os("NOTIFY_SOCKET").map(PathBuf::from).filter(|p| p.is_absolute() && p.exists());
+    let notify_socket = std::env::var_os("NOTIFY_SOCKET")
+        .map(PathBuf::from)
+        .filter(|p| p.is_absolute() && p.exists());
     let (parent, child) = sync::pair()?;
     let mut args = InitArgs {
         bundle: &bundle,
@@ -204,7 +232,10 @@ pub fn create(opts: CreateOpts) -> Result<(State, bool)> {
         no_new_keyring: opts.no_new_keyring,
         preserve_fds: opts.preserve_fds + listen_fds(),
         notify_socket,
-        runtime_hooks: hooks::any(spec.hooks().as_ref(), &[Kind::Prestart, Kind::CreateRuntime]),
+        runtime_hooks: hooks::any(
+            spec.hooks().as_ref(),
+            &[Kind::Prestart, Kind::CreateRuntime],
+        ),
         seccomp,
     };
     let pid = spawn_init(&plan, &parent, &mut args)?;
@@ -214,8 +245,12 @@ pub fn create(opts: CreateOpts) -> Result<(State, bool)> {
     let linux = spec.linux().as_ref();
     if plan.has_new(LinuxNamespaceType::User) {
         let none = Vec::new();
-        let u = linux.and_then(|l| l.uid_mappings().as_ref()).unwrap_or(&none);
-        let g = linux.and_then(|l| l.gid_mappings().as_ref()).unwrap_or(&none);
+        let u = linux
+            .and_then(|l| l.uid_mappings().as_ref())
+            .unwrap_or(&none);
+        let g = linux
+            .and_then(|l| l.gid_mappings().as_ref())
+            .unwrap_or(&none);
         namespaces::write_id_maps(pid, u, g)?;
     }
     cgroup.add_pid(pid).context("add init to its cgroup")?;
@@ -236,8 +271,16 @@ pub fn create(opts: CreateOpts) -> Result<(State, bool)> {
         match parent.recv()? {
             Some(Msg::HooksRequest) => {
                 // prestart predates the created/creating split: its state says created, as runc's does.
-                hooks::run(spec.hooks().as_ref(), Kind::Prestart, &st.hook_json(Status::Created))?;
-                hooks::run(spec.hooks().as_ref(), Kind::CreateRuntime, &st.hook_json(Status::Creating))?;
+                hooks::run(
+                    spec.hooks().as_ref(),
+                    Kind::Prestart,
+                    &st.hook_json(Status::Created),
+                )?;
+                hooks::run(
+                    spec.hooks().as_ref(),
+                    Kind::CreateRuntime,
+                    &st.hook_json(Status::Creating),
+                )?;
                 parent.send(&Msg::Go)?;
             }
             Some(Msg::Ready) => break,
@@ -246,7 +289,9 @@ pub fn create(opts: CreateOpts) -> Result<(State, bool)> {
             None => bail!("container init exited during setup ({})", wait_status(pid)),
         }
     }
-    st.pid_start = state::proc_stat(pid).map(|(_, s)| s).context("container init vanished")?;
+    st.pid_start = state::proc_stat(pid)
+        .map(|(_, s)| s)
+        .context("container init vanished")?;
     st.save(&opts.root)?;
     if let Some(p) = &opts.pid_file {
         write_pid_file(p, pid)?;
@@ -270,7 +315,9 @@ fn mapped_root(spec: &oci_spec::runtime::Spec) -> Option<(u32, u32)> {
 /// Number of fds systemd socket activation passes (LISTEN_FDS), kept open for the container.
 fn listen_fds() -> u32 {
     match (std::env::var("LISTEN_FDS"), std::env::var("LISTEN_PID")) {
-        (Ok(n), Ok(p)) if p.parse::<u32>().ok() == Some(std::process::id()) => n.parse().unwrap_or(0),
+        (Ok(n), Ok(p)) if p.parse::<u32>().ok() == Some(std::process::id()) => {
+            n.parse().unwrap_or(0)
+        }
         (Ok(n), Err(_)) => n.parse().unwrap_or(0),
         _ => 0,
     }
@@ -302,10 +349,20 @@ pub fn wait_status(pid: i32) -> String {
 
 /// Writes the pid file atomically (tmp + rename) so a reader never sees it half-written.
 pub fn write_pid_file(p: &Path, pid: i32) -> Result<()> {
-    let p = if p.is_absolute() { p.to_path_buf() } else { std::env::current_dir()?.join(p) };
+    let p = if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        std::env::current_dir()?.join(p)
+    };
     let dir = p.parent().context("--pid-file has no directory")?;
-    let tmp = dir.join(format!(".{}.tmp", p.file_name().map(|n| n.to_string_lossy()).unwrap_or_default()));
-    std::fs::write(&tmp, pid.to_string()).with_context(|| format!("--pid-file: write {}", tmp.display()))?;
+    let tmp = dir.join(format!(
+        ".{}.tmp",
+        p.file_name()
+            .map(|n| n.to_string_lossy())
+            .unwrap_or_default()
+    ));
+    std::fs::write(&tmp, pid.to_string())
+        .with_context(|| format!("--pid-file: write {}", tmp.display()))?;
     std::fs::rename(&tmp, &p).with_context(|| format!("--pid-file: rename to {}", p.display()))?;
     Ok(())
 }
@@ -330,10 +387,12 @@ fn spawn_init(plan: &Plan, parent: &Channel, args: &mut InitArgs) -> Result<i32>
         let r = (|| -> Result<i32> {
             namespaces::join(&plan.join)?;
             if time_new {
-                sys::errno_result(unsafe { libc::unshare(libc::CLONE_NEWTIME) }).context("create time namespace")?;
+                sys::errno_result(unsafe { libc::unshare(libc::CLONE_NEWTIME) })
+                    .context("create time namespace")?;
                 namespaces::write_time_offsets(&args.bundle.spec)?;
             }
-            let pid = unsafe { sys::clone_fork(new_flags | libc::CLONE_PARENT as u64) }.context("clone container init")?;
+            let pid = unsafe { sys::clone_fork(new_flags | libc::CLONE_PARENT as u64) }
+                .context("clone container init")?;
             if pid == 0 {
                 init::main(args, parent);
             }

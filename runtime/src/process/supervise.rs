@@ -11,7 +11,14 @@ pub fn block_signals() -> libc::sigset_t {
     unsafe {
         let mut set: libc::sigset_t = std::mem::zeroed();
         libc::sigfillset(&mut set);
-        for s in [libc::SIGKILL, libc::SIGSTOP, libc::SIGSEGV, libc::SIGBUS, libc::SIGILL, libc::SIGFPE] {
+        for s in [
+            libc::SIGKILL,
+            libc::SIGSTOP,
+            libc::SIGSEGV,
+            libc::SIGBUS,
+            libc::SIGILL,
+            libc::SIGFPE,
+        ] {
             libc::sigdelset(&mut set, s);
         }
         libc::sigprocmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
@@ -38,11 +45,23 @@ pub fn wait(pid: i32, set: &libc::sigset_t, tty: Option<OwnedFd>) -> Result<i32>
     let master = tty.as_ref().map(|m| m.as_raw_fd());
     let mut stdin_open = master.is_some();
     loop {
-        let mut fds = vec![libc::pollfd { fd: sfd.as_raw_fd(), events: libc::POLLIN, revents: 0 }];
+        let mut fds = vec![libc::pollfd {
+            fd: sfd.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        }];
         if let Some(m) = master {
-            fds.push(libc::pollfd { fd: m, events: libc::POLLIN, revents: 0 });
+            fds.push(libc::pollfd {
+                fd: m,
+                events: libc::POLLIN,
+                revents: 0,
+            });
             if stdin_open {
-                fds.push(libc::pollfd { fd: 0, events: libc::POLLIN, revents: 0 });
+                fds.push(libc::pollfd {
+                    fd: 0,
+                    events: libc::POLLIN,
+                    revents: 0,
+                });
             }
         }
         let n = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as _, -1) };
@@ -57,14 +76,24 @@ pub fn wait(pid: i32, set: &libc::sigset_t, tty: Option<OwnedFd>) -> Result<i32>
             if fds[1].revents & (libc::POLLIN | libc::POLLHUP) != 0 {
                 copy(m, 1);
             }
-            if stdin_open && fds.len() > 2 && fds[2].revents & (libc::POLLIN | libc::POLLHUP) != 0 && !copy(0, m) {
+            if stdin_open
+                && fds.len() > 2
+                && fds[2].revents & (libc::POLLIN | libc::POLLHUP) != 0
+                && !copy(0, m)
+            {
                 stdin_open = false;
             }
         }
         if fds[0].revents & libc::POLLIN != 0 {
             let mut info: libc::signalfd_siginfo = unsafe { std::mem::zeroed() };
             let sz = std::mem::size_of::<libc::signalfd_siginfo>();
-            let r = unsafe { libc::read(sfd.as_raw_fd(), (&mut info as *mut libc::signalfd_siginfo).cast(), sz) };
+            let r = unsafe {
+                libc::read(
+                    sfd.as_raw_fd(),
+                    (&mut info as *mut libc::signalfd_siginfo).cast(),
+                    sz,
+                )
+            };
             if r as usize != sz {
                 continue;
             }

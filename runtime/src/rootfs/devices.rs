@@ -81,9 +81,24 @@ pub fn create(root: BorrowedFd, n: &Node, userns: bool) -> Result<()> {
     let devno = libc::makedev(n.major as u32, n.minor as u32);
     // An existing file (from the image) is replaced: the config decides what the node is.
     unsafe { libc::unlinkat(dirfd.as_raw_fd(), cname.as_ptr(), 0) };
-    let r = unsafe { libc::mknodat(dirfd.as_raw_fd(), cname.as_ptr(), fmt | (n.mode & 0o7777), devno) };
+    let r = unsafe {
+        libc::mknodat(
+            dirfd.as_raw_fd(),
+            cname.as_ptr(),
+            fmt | (n.mode & 0o7777),
+            devno,
+        )
+    };
     sys::errno_result(r).with_context(|| format!("mknod {}", dev.display()))?;
-    let r = unsafe { libc::fchownat(dirfd.as_raw_fd(), cname.as_ptr(), n.uid, n.gid, libc::AT_SYMLINK_NOFOLLOW) };
+    let r = unsafe {
+        libc::fchownat(
+            dirfd.as_raw_fd(),
+            cname.as_ptr(),
+            n.uid,
+            n.gid,
+            libc::AT_SYMLINK_NOFOLLOW,
+        )
+    };
     sys::errno_result(r).with_context(|| format!("chown {}", dev.display()))?;
     // mknod's mode is filtered by the umask; chmod makes it exact.
     let r = unsafe { libc::fchmodat(dirfd.as_raw_fd(), cname.as_ptr(), n.mode & 0o7777, 0) };
@@ -92,8 +107,17 @@ pub fn create(root: BorrowedFd, n: &Node, userns: bool) -> Result<()> {
 
 fn bind_host(root: BorrowedFd, dev: &Path) -> Result<()> {
     let host = CString::new(dev.as_os_str().as_bytes())?;
-    let tree = sys::open_tree(libc::AT_FDCWD, &host, sys::OPEN_TREE_CLONE | sys::OPEN_TREE_CLOEXEC)
-        .with_context(|| format!("device {} does not exist on the host to bind into the user namespace", dev.display()))?;
+    let tree = sys::open_tree(
+        libc::AT_FDCWD,
+        &host,
+        sys::OPEN_TREE_CLONE | sys::OPEN_TREE_CLOEXEC,
+    )
+    .with_context(|| {
+        format!(
+            "device {} does not exist on the host to bind into the user namespace",
+            dev.display()
+        )
+    })?;
     let dst = resolve::ensure_in_root(root, dev, Kind::File, false)?;
     sys::move_mount_fd(tree.as_fd(), dst.as_fd()).with_context(|| format!("bind {}", dev.display()))
 }
@@ -103,7 +127,15 @@ pub fn create_defaults(root: BorrowedFd, userns: bool, skip: &[&Path]) -> Result
         if skip.iter().any(|p| *p == Path::new(path)) {
             continue;
         }
-        let n = Node { path: Path::new(path), kind, major, minor, mode: 0o666, uid: 0, gid: 0 };
+        let n = Node {
+            path: Path::new(path),
+            kind,
+            major,
+            minor,
+            mode: 0o666,
+            uid: 0,
+            gid: 0,
+        };
         create(root, &n, userns)?;
     }
     Ok(())

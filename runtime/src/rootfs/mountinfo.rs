@@ -95,7 +95,10 @@ pub fn own_cgroups() -> Vec<Hierarchy> {
             })
         };
         let Some(m) = m else { continue };
-        let rel = path.strip_prefix(m.root.as_str()).unwrap_or(path).trim_start_matches('/');
+        let rel = path
+            .strip_prefix(m.root.as_str())
+            .unwrap_or(path)
+            .trim_start_matches('/');
         let name = m
             .mount_point
             .strip_prefix("/sys/fs/cgroup")
@@ -121,7 +124,8 @@ mod tests {
 
     #[test]
     fn parses_lines() {
-        let t = "36 35 98:0 /mnt1 /mnt\\040x rw,noatime master:1 - ext3 /dev/root rw,errors=continue\n\
+        let t =
+            "36 35 98:0 /mnt1 /mnt\\040x rw,noatime master:1 - ext3 /dev/root rw,errors=continue\n\
                  40 30 0:33 / /sys/fs/cgroup/cpu,cpuacct rw - cgroup cgroup rw,cpu,cpuacct";
         let e = parse(t);
         assert_eq!(e.len(), 2);

@@ -32,7 +32,13 @@ fn cpath(p: &Path) -> Result<CString> {
     CString::new(p.as_os_str().as_bytes()).with_context(|| format!("{}: NUL in path", p.display()))
 }
 
-fn mount_raw(src: Option<&str>, target: &CString, fstype: Option<&str>, flags: libc::c_ulong, data: Option<&str>) -> std::io::Result<()> {
+fn mount_raw(
+    src: Option<&str>,
+    target: &CString,
+    fstype: Option<&str>,
+    flags: libc::c_ulong,
+    data: Option<&str>,
+) -> std::io::Result<()> {
     let src = src.map(|s| CString::new(s).unwrap_or_default());
     let fstype = fstype.map(|s| CString::new(s).unwrap_or_default());
     let data = data.map(|s| CString::new(s).unwrap_or_default());
@@ -42,7 +48,8 @@ fn mount_raw(src: Option<&str>, target: &CString, fstype: Option<&str>, flags: l
             target.as_ptr(),
             fstype.as_ref().map_or(std::ptr::null(), |s| s.as_ptr()),
             flags,
-            data.as_ref().map_or(std::ptr::null(), |s| s.as_ptr().cast()),
+            data.as_ref()
+                .map_or(std::ptr::null(), |s| s.as_ptr().cast()),
         )
     };
     sys::errno_result(r)
@@ -61,12 +68,24 @@ pub fn mount(ctx: &Ctx, i: usize, m: &Mount) -> Result<()> {
     } else {
         filesystem(ctx, m, typ, &opts)
     };
-    r.with_context(|| format!("mounts[{i}]: mount {} on {}", m.source().as_deref().unwrap_or(Path::new(typ)).display(), dest.display()))
+    r.with_context(|| {
+        format!(
+            "mounts[{i}]: mount {} on {}",
+            m.source().as_deref().unwrap_or(Path::new(typ)).display(),
+            dest.display()
+        )
+    })
 }
 
 fn bind(ctx: &Ctx, m: &Mount, o: &Options) -> Result<()> {
-    let Some(src) = m.source() else { bail!("bind mount needs a source") };
-    let src = if src.is_absolute() { src.clone() } else { ctx.bundle.join(src) };
+    let Some(src) = m.source() else {
+        bail!("bind mount needs a source")
+    };
+    let src = if src.is_absolute() {
+        src.clone()
+    } else {
+        ctx.bundle.join(src)
+    };
     let csrc = cpath(&src)?;
     let mut flags = sys::OPEN_TREE_CLONE | sys::OPEN_TREE_CLOEXEC;
     if o.recursive {
@@ -74,13 +93,18 @@ fn bind(ctx: &Ctx, m: &Mount, o: &Options) -> Result<()> {
     }
     let tree = sys::open_tree(libc::AT_FDCWD, &csrc, flags)
         .with_context(|| format!("source {} is not accessible", src.display()))?;
-    let kind = if resolve::is_dir(tree.as_fd()) { Kind::Dir } else { Kind::File };
+    let kind = if resolve::is_dir(tree.as_fd()) {
+        Kind::Dir
+    } else {
+        Kind::File
+    };
     let attr = options::flags_to_attr(o.flags);
     if attr.attr_set != 0 || attr.attr_clr != 0 {
         sys::mount_setattr(tree.as_fd(), false, &attr).context("set bind mount flags")?;
     }
     if o.rec_attr.attr_set != 0 || o.rec_attr.attr_clr != 0 {
-        sys::mount_setattr(tree.as_fd(), true, &o.rec_attr).context("set recursive mount attributes")?;
+        sys::mount_setattr(tree.as_fd(), true, &o.rec_attr)
+            .context("set recursive mount attributes")?;
     }
     if o.idmap {
         idmap(ctx, m, &tree, o.idmap_recursive)?;
@@ -107,10 +131,13 @@ fn idmap(ctx: &Ctx, m: &Mount, tree: &OwnedFd, recursive: bool) -> Result<()> {
     let own;
     let userns = match (m.uid_mappings(), m.gid_mappings()) {
         (Some(u), Some(g)) if !u.is_empty() && !g.is_empty() => {
-            own = crate::namespaces::userns_with_maps(u, g).context("create user namespace for idmap")?;
+            own = crate::namespaces::userns_with_maps(u, g)
+                .context("create user namespace for idmap")?;
             own.as_fd()
         }
-        (None, None) => ctx.userns_fd.context("idmap mount needs uidMappings/gidMappings or a user namespace")?,
+        (None, None) => ctx
+            .userns_fd
+            .context("idmap mount needs uidMappings/gidMappings or a user namespace")?,
         _ => bail!("idmap mount needs both uidMappings and gidMappings"),
     };
     let attr = MountAttr {
@@ -118,7 +145,8 @@ fn idmap(ctx: &Ctx, m: &Mount, tree: &OwnedFd, recursive: bool) -> Result<()> {
         userns_fd: userns.as_raw_fd() as u64,
         ..Default::default()
     };
-    sys::mount_setattr(tree.as_fd(), recursive, &attr).context("idmap the mount (does the filesystem support idmapped mounts?)")
+    sys::mount_setattr(tree.as_fd(), recursive, &attr)
+        .context("idmap the mount (does the filesystem support idmapped mounts?)")
 }
 
 fn filesystem(ctx: &Ctx, m: &Mount, typ: &str, o: &Options) -> Result<()> {
@@ -129,14 +157,32 @@ fn filesystem(ctx: &Ctx, m: &Mount, typ: &str, o: &Options) -> Result<()> {
     let no_symlinks = matches!(typ, "proc" | "sysfs");
     let dst = resolve::ensure_in_root(ctx.root, m.destination(), Kind::Dir, no_symlinks)?;
     if no_symlinks && !resolve::is_dir(dst.as_fd()) {
-        bail!("{} mount destination {} is not a directory", typ, m.destination().display());
+        bail!(
+            "{} mount destination {} is not a directory",
+            typ,
+            m.destination().display()
+        );
     }
-    let saved = if o.tmpcopyup && typ == "tmpfs" { Some(resolve::reopen_dir(dst.as_fd())?) } else { None };
+    let saved = if o.tmpcopyup && typ == "tmpfs" {
+        Some(resolve::reopen_dir(dst.as_fd())?)
+    } else {
+        None
+    };
     let target = sys::proc_fd_path(dst.as_raw_fd());
-    let source = m.source().as_ref().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| typ.to_owned());
+    let source = m
+        .source()
+        .as_ref()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| typ.to_owned());
     let data = o.data.join(",");
     let data = (!data.is_empty()).then_some(data.as_str());
-    let res = mount_raw(Some(&source), &target, Some(typ), o.flags & !libc::MS_REMOUNT, data);
+    let res = mount_raw(
+        Some(&source),
+        &target,
+        Some(typ),
+        o.flags & !libc::MS_REMOUNT,
+        data,
+    );
     if let Err(e) = res {
         // In a user namespace that does not own the network (or ipc) namespace, the
         // kernel refuses sysfs (mqueue); runc falls back to binding the host's.
@@ -147,7 +193,11 @@ fn filesystem(ctx: &Ctx, m: &Mount, typ: &str, o: &Options) -> Result<()> {
         };
         match (e.raw_os_error(), fallback) {
             (Some(libc::EPERM), Some(host)) if ctx.userns => {
-                let tree = sys::open_tree(libc::AT_FDCWD, &cpath(Path::new(host))?, sys::OPEN_TREE_CLONE | sys::OPEN_TREE_CLOEXEC | libc::AT_RECURSIVE as u32)?;
+                let tree = sys::open_tree(
+                    libc::AT_FDCWD,
+                    &cpath(Path::new(host))?,
+                    sys::OPEN_TREE_CLONE | sys::OPEN_TREE_CLOEXEC | libc::AT_RECURSIVE as u32,
+                )?;
                 let attr = options::flags_to_attr(o.flags);
                 sys::mount_setattr(tree.as_fd(), true, &attr)?;
                 sys::move_mount_fd(tree.as_fd(), dst.as_fd())?;
@@ -155,14 +205,16 @@ fn filesystem(ctx: &Ctx, m: &Mount, typ: &str, o: &Options) -> Result<()> {
             _ => return Err(e.into()),
         }
     }
-    let top = || resolve::open_in_root(ctx.root, m.destination(), no_symlinks).context("reopen mount");
+    let top =
+        || resolve::open_in_root(ctx.root, m.destination(), no_symlinks).context("reopen mount");
     if let Some(old) = saved {
         copy_up(&old, &top()?)?;
     }
     if !o.propagation.is_empty() || o.rec_attr.attr_set != 0 || o.rec_attr.attr_clr != 0 {
         let fd = top()?;
         if o.rec_attr.attr_set != 0 || o.rec_attr.attr_clr != 0 {
-            sys::mount_setattr(fd.as_fd(), true, &o.rec_attr).context("set recursive mount attributes")?;
+            sys::mount_setattr(fd.as_fd(), true, &o.rec_attr)
+                .context("set recursive mount attributes")?;
         }
         propagate(&fd, o)?;
     }
@@ -186,7 +238,13 @@ fn copy_tree(src: &Path, dst: &Path) -> Result<()> {
         let d = dst.join(e.file_name());
         let ft = md.file_type();
         if ft.is_dir() {
-            std::fs::create_dir(&d).or_else(|e| if e.kind() == std::io::ErrorKind::AlreadyExists { Ok(()) } else { Err(e) })?;
+            std::fs::create_dir(&d).or_else(|e| {
+                if e.kind() == std::io::ErrorKind::AlreadyExists {
+                    Ok(())
+                } else {
+                    Err(e)
+                }
+            })?;
             copy_tree(&s, &d)?;
         } else if ft.is_symlink() {
             std::os::unix::fs::symlink(std::fs::read_link(&s)?, &d)?;
@@ -210,13 +268,21 @@ fn cgroup(ctx: &Ctx, dest: &Path, o: &Options) -> Result<()> {
     let flags = o.flags & !libc::MS_REMOUNT;
     let unified_only = ctx.cgroups.iter().all(|h| h.controllers.is_none());
     if unified_only {
-        let Some(h) = ctx.cgroups.first() else { bail!("no cgroup hierarchy found on the host") };
+        let Some(h) = ctx.cgroups.first() else {
+            bail!("no cgroup hierarchy found on the host")
+        };
         return cgroup_one(ctx, dest, h, flags);
     }
     let dst = resolve::ensure_in_root(ctx.root, dest, Kind::Dir, true)?;
     let target = sys::proc_fd_path(dst.as_raw_fd());
-    mount_raw(Some("tmpfs"), &target, Some("tmpfs"), libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC, Some("mode=755"))
-        .context("mount tmpfs for cgroup v1 hierarchies")?;
+    mount_raw(
+        Some("tmpfs"),
+        &target,
+        Some("tmpfs"),
+        libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
+        Some("mode=755"),
+    )
+    .context("mount tmpfs for cgroup v1 hierarchies")?;
     for h in ctx.cgroups {
         if h.name.is_empty() || h.name.contains('/') && h.controllers.is_some() {
             continue;
@@ -232,7 +298,8 @@ fn cgroup(ctx: &Ctx, dest: &Path, o: &Options) -> Result<()> {
                     let dirfd = resolve::reopen_dir(parent.as_fd())?;
                     let cname = cpath(Path::new(part))?;
                     let cto = cpath(Path::new(&h.name))?;
-                    let r = unsafe { libc::symlinkat(cto.as_ptr(), dirfd.as_raw_fd(), cname.as_ptr()) };
+                    let r =
+                        unsafe { libc::symlinkat(cto.as_ptr(), dirfd.as_raw_fd(), cname.as_ptr()) };
                     if r < 0 {
                         let e = std::io::Error::last_os_error();
                         if e.raw_os_error() != Some(libc::EEXIST) {
@@ -245,7 +312,10 @@ fn cgroup(ctx: &Ctx, dest: &Path, o: &Options) -> Result<()> {
     }
     if flags & libc::MS_RDONLY != 0 {
         let top = resolve::open_in_root(ctx.root, dest, true)?;
-        let attr = MountAttr { attr_set: sys::MOUNT_ATTR_RDONLY, ..Default::default() };
+        let attr = MountAttr {
+            attr_set: sys::MOUNT_ATTR_RDONLY,
+            ..Default::default()
+        };
         sys::mount_setattr(top.as_fd(), false, &attr).context("make cgroup tmpfs read-only")?;
     }
     Ok(())
@@ -262,15 +332,24 @@ fn cgroup_one(ctx: &Ctx, dest: &Path, h: &Hierarchy, flags: libc::c_ulong) -> Re
         match mount_raw(Some("cgroup"), &target, Some(fstype), flags, data) {
             Ok(()) => return Ok(()),
             // A v1 hierarchy may refuse a second superblock in a userns; bind instead.
-            Err(e) if e.raw_os_error() == Some(libc::EPERM) || e.raw_os_error() == Some(libc::EBUSY) => {}
-            Err(e) => return Err(e).with_context(|| format!("mount {fstype} on {}", dest.display())),
+            Err(e)
+                if e.raw_os_error() == Some(libc::EPERM)
+                    || e.raw_os_error() == Some(libc::EBUSY) => {}
+            Err(e) => {
+                return Err(e).with_context(|| format!("mount {fstype} on {}", dest.display()))
+            }
         }
     }
-    let tree = sys::open_tree(libc::AT_FDCWD, &cpath(&h.host_dir)?, sys::OPEN_TREE_CLONE | sys::OPEN_TREE_CLOEXEC)
-        .with_context(|| format!("open cgroup {}", h.host_dir.display()))?;
+    let tree = sys::open_tree(
+        libc::AT_FDCWD,
+        &cpath(&h.host_dir)?,
+        sys::OPEN_TREE_CLONE | sys::OPEN_TREE_CLOEXEC,
+    )
+    .with_context(|| format!("open cgroup {}", h.host_dir.display()))?;
     let attr = options::flags_to_attr(flags);
     if attr.attr_set != 0 {
         sys::mount_setattr(tree.as_fd(), false, &attr)?;
     }
-    sys::move_mount_fd(tree.as_fd(), dst.as_fd()).with_context(|| format!("bind cgroup onto {}", dest.display()))
+    sys::move_mount_fd(tree.as_fd(), dst.as_fd())
+        .with_context(|| format!("bind cgroup onto {}", dest.display()))
 }

@@ -21,7 +21,8 @@ pub enum Kind {
 
 fn cstr(p: &Path) -> Result<CString> {
     use std::os::unix::ffi::OsStrExt;
-    CString::new(p.as_os_str().as_bytes()).with_context(|| format!("{}: NUL byte in path", p.display()))
+    CString::new(p.as_os_str().as_bytes())
+        .with_context(|| format!("{}: NUL byte in path", p.display()))
 }
 
 /// The path relative to the root, with `.` and leading `/` dropped.
@@ -48,12 +49,20 @@ pub fn open_in_root(root: BorrowedFd, path: &Path, no_symlinks: bool) -> io::Res
 
 /// Opens `path` inside `root`, creating it (and missing parents, as directories with
 /// mode 0755) when absent. Returns an O_PATH fd of the object.
-pub fn ensure_in_root(root: BorrowedFd, path: &Path, kind: Kind, no_symlinks: bool) -> Result<OwnedFd> {
+pub fn ensure_in_root(
+    root: BorrowedFd,
+    path: &Path,
+    kind: Kind,
+    no_symlinks: bool,
+) -> Result<OwnedFd> {
     match open_in_root(root, path, no_symlinks) {
         Ok(fd) => return Ok(fd),
         Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {}
         Err(e) if e.raw_os_error() == Some(libc::ELOOP) && no_symlinks => {
-            bail!("{} is a symlink (refused for this mount type)", path.display())
+            bail!(
+                "{} is a symlink (refused for this mount type)",
+                path.display()
+            )
         }
         Err(e) => return Err(e).with_context(|| format!("open {} in rootfs", path.display())),
     }
@@ -72,7 +81,11 @@ pub fn ensure_in_root(root: BorrowedFd, path: &Path, kind: Kind, no_symlinks: bo
                 libc::openat(
                     dirfd.as_raw_fd(),
                     cname.as_ptr(),
-                    libc::O_CREAT | libc::O_EXCL | libc::O_WRONLY | libc::O_CLOEXEC | libc::O_NOFOLLOW,
+                    libc::O_CREAT
+                        | libc::O_EXCL
+                        | libc::O_WRONLY
+                        | libc::O_CLOEXEC
+                        | libc::O_NOFOLLOW,
                     0o644,
                 )
             };
@@ -90,13 +103,19 @@ pub fn ensure_in_root(root: BorrowedFd, path: &Path, kind: Kind, no_symlinks: bo
             return Err(e).with_context(|| format!("create {} in rootfs", path.display()));
         }
     }
-    open_in_root(root, path, no_symlinks).with_context(|| format!("open {} in rootfs", path.display()))
+    open_in_root(root, path, no_symlinks)
+        .with_context(|| format!("open {} in rootfs", path.display()))
 }
 
 /// Turns an O_PATH fd of a directory into a real directory fd.
 pub fn reopen_dir(fd: BorrowedFd) -> Result<OwnedFd> {
     let p = sys::proc_fd_path(fd.as_raw_fd());
-    let r = unsafe { libc::open(p.as_ptr(), libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC) };
+    let r = unsafe {
+        libc::open(
+            p.as_ptr(),
+            libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC,
+        )
+    };
     if r < 0 {
         return Err(io::Error::last_os_error()).context("reopen directory");
     }
@@ -106,7 +125,12 @@ pub fn reopen_dir(fd: BorrowedFd) -> Result<OwnedFd> {
 /// Opens a directory on the host (or current root) as an fd to resolve against.
 pub fn open_root(path: &Path) -> Result<OwnedFd> {
     let c = cstr(path)?;
-    let r = unsafe { libc::open(c.as_ptr(), libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC) };
+    let r = unsafe {
+        libc::open(
+            c.as_ptr(),
+            libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC,
+        )
+    };
     if r < 0 {
         return Err(io::Error::last_os_error()).with_context(|| format!("open {}", path.display()));
     }

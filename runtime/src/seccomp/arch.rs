@@ -47,6 +47,11 @@ impl ArchDef {
     pub fn lookup(&self, name: &str) -> Option<u32> {
         (self.table)().get(name).copied()
     }
+
+    #[cfg(test)]
+    pub fn names(&self) -> impl Iterator<Item = &'static str> {
+        (self.table)().keys().copied()
+    }
 }
 
 impl std::fmt::Debug for ArchDef {
@@ -72,11 +77,11 @@ macro_rules! table {
 fn build(
     from_crate: impl Iterator<Item = (&'static str, u32)>,
     extra: &[(&'static str, u32)],
-    drop: &[&[&str]],
+    drop: &[&[&'static str]],
 ) -> Table {
     let mut t: Table = from_crate.collect();
     for name in drop.iter().flat_map(|d| d.iter()) {
-        t.remove(*name);
+        t.remove(name);
     }
     for &(name, nr) in extra {
         t.entry(name).or_insert(nr);
@@ -139,7 +144,12 @@ table!(x86_table, x86, NEW, &[]);
 table!(arm_table, arm, ARM_EXTRA, &[]);
 table!(aarch64_table, aarch64, GENERIC64_EXTRA, &[TIME64]);
 table!(riscv64_table, riscv64, NEW, &[]);
-table!(loongarch64_table, loongarch64, GENERIC64_EXTRA, &[TIME64, LOONGARCH_DROP]);
+table!(
+    loongarch64_table,
+    loongarch64,
+    GENERIC64_EXTRA,
+    &[TIME64, LOONGARCH_DROP]
+);
 table!(ppc64_table, powerpc64, NEW, &[]);
 table!(s390x_table, s390x, NEW, &[]);
 table!(mips_table, mips, NEW_MIPS_O32, &[]);
@@ -255,8 +265,7 @@ pub(crate) static MIPS64: ArchDef = arch!("SCMP_ARCH_MIPS64", EM_MIPS, true, fal
 pub(crate) static MIPSEL64: ArchDef =
     arch!("SCMP_ARCH_MIPSEL64", EM_MIPS, true, true, mips64_table);
 pub(crate) static PPC64: ArchDef = arch!("SCMP_ARCH_PPC64", EM_PPC64, true, false, ppc64_table);
-pub(crate) static PPC64LE: ArchDef =
-    arch!("SCMP_ARCH_PPC64LE", EM_PPC64, true, true, ppc64_table);
+pub(crate) static PPC64LE: ArchDef = arch!("SCMP_ARCH_PPC64LE", EM_PPC64, true, true, ppc64_table);
 pub(crate) static S390X: ArchDef = arch!("SCMP_ARCH_S390X", EM_S390, true, false, s390x_table);
 pub(crate) static RISCV64: ArchDef =
     arch!("SCMP_ARCH_RISCV64", EM_RISCV, true, true, riscv64_table);
@@ -268,6 +277,7 @@ pub(crate) static LOONGARCH64: ArchDef = arch!(
     loongarch64_table
 );
 
+#[cfg(test)]
 pub(crate) static ALL: &[&ArchDef] = &[
     &X86,
     &X86_64,

@@ -72,10 +72,10 @@ impl Asm {
 
     /// Emits `ret action` unconditionally. Only valid where nothing falls
     /// through into it (program end, or directly after a jump).
-    pub fn ret(&mut self, action: u32) -> Tgt {
+    pub fn ret(&mut self, action: u32) -> usize {
         let at = self.push(RET_K, action, 0, 0);
         self.rets.insert(action, at);
-        Tgt::At(at)
+        at
     }
 
     /// Turns a target into an instruction index that a jump emitted after at
@@ -96,12 +96,7 @@ impl Asm {
             },
             Tgt::Ret(action) => match self.rets.get(&action) {
                 Some(&at) if reachable(at) => at,
-                _ => {
-                    let Tgt::At(at) = self.ret(action) else {
-                        unreachable!()
-                    };
-                    at
-                }
+                _ => self.ret(action),
             },
         }
     }
@@ -112,7 +107,10 @@ impl Asm {
         let f = self.resolve(f);
         let p = self.rev.len();
         let (jt, jf) = (p - t - 1, p - f - 1);
-        debug_assert!(jt <= MAX_JUMP && jf <= MAX_JUMP);
+        assert!(
+            jt <= MAX_JUMP && jf <= MAX_JUMP,
+            "resolve() left a jump out of reach"
+        );
         self.push(op, k, jt as u8, jf as u8);
         self.here()
     }

@@ -1,11 +1,11 @@
 //! Code generation: validated rules in, BPF program out.
 //!
 //! Layout: load `arch`, one `jeq` per architecture, then one section per
-//! architecture. A section loads `nr` and walks a balanced tree of `jge`
-//! over the number ranges that share an outcome, so a 350-syscall profile
-//! costs ~9 comparisons per syscall instead of libseccomp's linear scan,
-//! and runs of consecutive allowed syscalls collapse into one range. Rules
-//! with argument conditions sit after the tree.
+//! architecture. A section loads `nr` and walks a balanced `jge` tree over
+//! number ranges rather than testing syscalls one by one: runs of
+//! consecutive numbers with the same action collapse into one range, and a
+//! docker-style profile decides any x86_64 syscall within 15 instructions.
+//! Rules with argument conditions sit after the tree.
 
 use std::collections::HashMap;
 
@@ -109,7 +109,11 @@ fn collect(def: &'static ArchDef, rules: &[Rule]) -> Sub {
     Sub { def, entries, max }
 }
 
-pub(crate) fn generate(arches: &[&'static ArchDef], rules: &[Rule], o: &Options) -> Result<BpfProgram> {
+pub(crate) fn generate(
+    arches: &[&'static ArchDef],
+    rules: &[Rule],
+    o: &Options,
+) -> Result<BpfProgram> {
     let mut asm = Asm::default();
     // The kernel wants a return as the last instruction.
     asm.ret(o.default);
@@ -216,7 +220,7 @@ fn section(asm: &mut Asm, subs: &[Sub], rules: &[Rule], o: &Options) -> Tgt {
 fn fill(r: &mut Ranges, lo: u32, hi: u32, named: &[(u32, Tgt)], sub: &Sub, o: &Options) {
     let default = Tgt::Ret(o.default);
     let limit = if o.enosys { sub.max } else { None };
-    let mut gap = |r: &mut Ranges, a: u64, b: u64| match limit {
+    let gap = |r: &mut Ranges, a: u64, b: u64| match limit {
         Some(m) if u64::from(m) < b => {
             if a <= u64::from(m) {
                 r.push(a as u32, default);

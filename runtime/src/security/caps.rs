@@ -55,9 +55,18 @@ pub fn from_spec(c: Option<&LinuxCapabilities>) -> Sets {
 /// kernel anyway fails the whole container, so such capabilities are dropped with
 /// a warning instead, as docker does for privileged containers.
 pub fn held() -> u64 {
-    let hdr = CapHeader { version: 0x2008_0522, pid: 0 };
+    let hdr = CapHeader {
+        version: 0x2008_0522,
+        pid: 0,
+    };
     let mut data = [CapData::default(); 2];
-    let r = unsafe { libc::syscall(libc::SYS_capget, &hdr as *const CapHeader, data.as_mut_ptr()) };
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_capget,
+            &hdr as *const CapHeader,
+            data.as_mut_ptr(),
+        )
+    };
     if r < 0 {
         return u64::MAX;
     }
@@ -67,7 +76,8 @@ pub fn held() -> u64 {
 impl Sets {
     /// Limits every set to `have`, naming what was dropped (empty when nothing).
     pub fn limit_to(&mut self, have: u64) -> Vec<String> {
-        let asked = self.bounding | self.effective | self.permitted | self.inheritable | self.ambient;
+        let asked =
+            self.bounding | self.effective | self.permitted | self.inheritable | self.ambient;
         let missing = asked & !have;
         self.bounding &= have;
         self.effective &= have;
@@ -76,7 +86,13 @@ impl Sets {
         self.ambient &= have;
         (0..64u8)
             .filter(|i| missing & (1 << i) != 0)
-            .map(|i| caps::all().into_iter().find(|c| c.index() == i).map(|c| c.to_string()).unwrap_or(i.to_string()))
+            .map(|i| {
+                caps::all()
+                    .into_iter()
+                    .find(|c| c.index() == i)
+                    .map(|c| c.to_string())
+                    .unwrap_or(i.to_string())
+            })
             .collect()
     }
 }
@@ -103,7 +119,8 @@ pub fn apply_bounding(s: &Sets) -> Result<()> {
                 let e = std::io::Error::last_os_error();
                 // EINVAL: the kernel does not know this capability; nothing to drop.
                 if e.raw_os_error() != Some(libc::EINVAL) {
-                    return Err(e).with_context(|| format!("drop capability {i} from the bounding set"));
+                    return Err(e)
+                        .with_context(|| format!("drop capability {i} from the bounding set"));
                 }
             }
         }
@@ -127,25 +144,50 @@ struct CapData {
 
 /// Effective, permitted and inheritable in one capset(2), then the ambient set.
 pub fn apply_sets(s: &Sets) -> Result<()> {
-    let hdr = CapHeader { version: 0x2008_0522, pid: 0 };
+    let hdr = CapHeader {
+        version: 0x2008_0522,
+        pid: 0,
+    };
     let lo = |m: u64| m as u32;
     let hi = |m: u64| (m >> 32) as u32;
     let data = [
-        CapData { effective: lo(s.effective), permitted: lo(s.permitted), inheritable: lo(s.inheritable) },
-        CapData { effective: hi(s.effective), permitted: hi(s.permitted), inheritable: hi(s.inheritable) },
+        CapData {
+            effective: lo(s.effective),
+            permitted: lo(s.permitted),
+            inheritable: lo(s.inheritable),
+        },
+        CapData {
+            effective: hi(s.effective),
+            permitted: hi(s.permitted),
+            inheritable: hi(s.inheritable),
+        },
     ];
     let r = unsafe { libc::syscall(libc::SYS_capset, &hdr as *const CapHeader, data.as_ptr()) };
     if r < 0 {
         return Err(std::io::Error::last_os_error()).context("capset (process.capabilities)");
     }
-    let r = unsafe { libc::prctl(libc::PR_CAP_AMBIENT, libc::PR_CAP_AMBIENT_CLEAR_ALL as libc::c_ulong, 0, 0, 0) };
+    let r = unsafe {
+        libc::prctl(
+            libc::PR_CAP_AMBIENT,
+            libc::PR_CAP_AMBIENT_CLEAR_ALL as libc::c_ulong,
+            0,
+            0,
+            0,
+        )
+    };
     if r < 0 {
         return Err(std::io::Error::last_os_error()).context("clear ambient capabilities");
     }
     for i in 0..64u32 {
         if s.ambient & (1 << i) != 0 {
             let r = unsafe {
-                libc::prctl(libc::PR_CAP_AMBIENT, libc::PR_CAP_AMBIENT_RAISE as libc::c_ulong, i as libc::c_ulong, 0, 0)
+                libc::prctl(
+                    libc::PR_CAP_AMBIENT,
+                    libc::PR_CAP_AMBIENT_RAISE as libc::c_ulong,
+                    i as libc::c_ulong,
+                    0,
+                    0,
+                )
             };
             if r < 0 {
                 // The kernel refuses an ambient cap that is not both permitted and

@@ -38,10 +38,12 @@ pub fn apply(apparmor: Option<&str>, selinux: Option<&str>) -> Result<()> {
         } else {
             "/proc/self/attr/exec"
         };
-        std::fs::write(attr, format!("exec {p}")).with_context(|| format!("process.apparmorProfile: apply {p:?}"))?;
+        std::fs::write(attr, format!("exec {p}"))
+            .with_context(|| format!("process.apparmorProfile: apply {p:?}"))?;
     }
     if let Some(l) = selinux.filter(|l| !l.is_empty()) {
-        std::fs::write("/proc/self/attr/exec", l).with_context(|| format!("process.selinuxLabel: apply {l:?}"))?;
+        std::fs::write("/proc/self/attr/exec", l)
+            .with_context(|| format!("process.selinuxLabel: apply {l:?}"))?;
     }
     Ok(())
 }

@@ -26,7 +26,10 @@ pub fn resource(t: PosixRlimitType) -> libc::__rlimit_resource_t {
 
 pub fn apply(limits: &[PosixRlimit]) -> Result<()> {
     for (i, l) in limits.iter().enumerate() {
-        let rl = libc::rlimit { rlim_cur: l.soft(), rlim_max: l.hard() };
+        let rl = libc::rlimit {
+            rlim_cur: l.soft(),
+            rlim_max: l.hard(),
+        };
         let r = unsafe { libc::setrlimit(resource(l.typ()), &rl) };
         if r < 0 {
             let e = std::io::Error::last_os_error();
@@ -36,7 +39,12 @@ pub fn apply(limits: &[PosixRlimit]) -> Result<()> {
                 ""
             };
             return Err(e).with_context(|| {
-                format!("process.rlimits[{i}]: set {} to soft {} hard {}{hint}", l.typ(), l.soft(), l.hard())
+                format!(
+                    "process.rlimits[{i}]: set {} to soft {} hard {}{hint}",
+                    l.typ(),
+                    l.soft(),
+                    l.hard()
+                )
             });
         }
     }

@@ -66,10 +66,20 @@ pub fn apply_io_priority(p: &LinuxIOPriority) -> Result<()> {
         IOPriorityClass::IoprioClassIdle => 3,
     };
     if !(0..=7).contains(&p.priority()) {
-        bail!("process.ioPriority.priority: {} is outside 0..7", p.priority());
+        bail!(
+            "process.ioPriority.priority: {} is outside 0..7",
+            p.priority()
+        );
     }
     const IOPRIO_WHO_PROCESS: i64 = 1;
-    let r = unsafe { libc::syscall(libc::SYS_ioprio_set, IOPRIO_WHO_PROCESS, 0, (class << 13) | p.priority()) };
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_ioprio_set,
+            IOPRIO_WHO_PROCESS,
+            0,
+            (class << 13) | p.priority(),
+        )
+    };
     if r < 0 {
         return Err(std::io::Error::last_os_error()).context("process.ioPriority: ioprio_set");
     }
@@ -101,7 +111,9 @@ pub fn parse_cpus(s: &str) -> Result<libc::cpu_set_t> {
             Some((a, b)) => (a.trim().parse::<usize>(), b.trim().parse::<usize>()),
             None => (part.parse::<usize>(), part.parse::<usize>()),
         };
-        let (Ok(a), Ok(b)) = (a, b) else { bail!("invalid cpu list {s:?}") };
+        let (Ok(a), Ok(b)) = (a, b) else {
+            bail!("invalid cpu list {s:?}")
+        };
         if a > b || b >= max {
             bail!("invalid cpu range {part:?} in {s:?}");
         }
@@ -116,7 +128,8 @@ pub fn set_affinity(list: &str, field: &str) -> Result<()> {
     let set = parse_cpus(list).with_context(|| field.to_owned())?;
     let r = unsafe { libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) };
     if r < 0 {
-        return Err(std::io::Error::last_os_error()).with_context(|| format!("{field}: sched_setaffinity {list}"));
+        return Err(std::io::Error::last_os_error())
+            .with_context(|| format!("{field}: sched_setaffinity {list}"));
     }
     Ok(())
 }

@@ -21,16 +21,28 @@ pub fn switch(u: &User, set_groups: bool) -> Result<()> {
             "process.user.additionalGids: setgroups",
         )?;
     }
-    check(unsafe { libc::prctl(libc::PR_SET_KEEPCAPS, 1, 0, 0, 0) } as libc::c_long, "keep capabilities")?;
+    check(
+        unsafe { libc::prctl(libc::PR_SET_KEEPCAPS, 1, 0, 0, 0) } as libc::c_long,
+        "keep capabilities",
+    )?;
     check(
         unsafe { libc::syscall(libc::SYS_setresgid, u.gid(), u.gid(), u.gid()) },
-        &format!("process.user.gid: setresgid {} (is it mapped in the user namespace?)", u.gid()),
+        &format!(
+            "process.user.gid: setresgid {} (is it mapped in the user namespace?)",
+            u.gid()
+        ),
     )?;
     check(
         unsafe { libc::syscall(libc::SYS_setresuid, u.uid(), u.uid(), u.uid()) },
-        &format!("process.user.uid: setresuid {} (is it mapped in the user namespace?)", u.uid()),
+        &format!(
+            "process.user.uid: setresuid {} (is it mapped in the user namespace?)",
+            u.uid()
+        ),
     )?;
-    check(unsafe { libc::prctl(libc::PR_SET_KEEPCAPS, 0, 0, 0, 0) } as libc::c_long, "reset keep capabilities")?;
+    check(
+        unsafe { libc::prctl(libc::PR_SET_KEEPCAPS, 0, 0, 0, 0) } as libc::c_long,
+        "reset keep capabilities",
+    )?;
     Ok(())
 }
 
