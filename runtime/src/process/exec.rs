@@ -74,7 +74,7 @@ pub fn exec(root: &Path, id: &str, opts: ExecOpts) -> Result<i32> {
         None => None,
     };
     let seccomp = match spec.linux().as_ref().and_then(|l| l.seccomp().as_ref()) {
-        Some(s) => Some(crate::seccomp::compile(s).context("linux.seccomp")?),
+        Some(s) => Some(crate::seccomp::compile(s)?),
         None => None,
     };
     // Every namespace the container has, taken from init so paths joined at create

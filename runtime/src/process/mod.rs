@@ -137,7 +137,7 @@ pub fn create(opts: CreateOpts) -> Result<(State, bool)> {
         )?;
     }
     let seccomp = match spec.linux().as_ref().and_then(|l| l.seccomp().as_ref()) {
-        Some(s) => Some(crate::seccomp::compile(s).context("linux.seccomp")?),
+        Some(s) => Some(crate::seccomp::compile(s)?),
         None => None,
     };
     let seccomp_listener = match spec
