@@ -188,3 +188,61 @@ fn images_sigterm_mid_pull_stops_and_restart_cleans_up() {
         "left after restart: {blobs:?} {dirs:?}"
     );
 }
+
+#[test]
+fn images_gc_during_pull_takes_nothing_it_needs() {
+    require_root!();
+    if let Some(m) = missing_tools() {
+        skip!("{m}");
+    }
+    let s = Scratch::new("gcpull");
+    let layout = s.join("big");
+    let o = std::process::Command::new("python3")
+        .arg(kura_integration::workspace().join("hack/images/mkimage.py"))
+        .args(["big"])
+        .arg(&layout)
+        .args(["--size-mb", "20"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let reg = Registry::start(RegistryAuth::None);
+    reg.push_layout(&layout, "big/img:v1", None);
+    let image = format!("{}/big/img:v1", reg.host());
+    let k = Kurad::start_env("", &[("KURA_TEST_PULL_THROTTLE_MS", "10")]);
+    let mut pull = k
+        .kura_cmd("default", &["pull", "-q", &image])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Collect garbage over and over while the pull runs: its lease must protect
+    // every blob and snapshot it has written so far.
+    let mut prunes = 0;
+    let status = loop {
+        if let Some(st) = pull.try_wait().unwrap() {
+            break st;
+        }
+        k.ok(&["prune", "-q"]);
+        prunes += 1;
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut pull.stderr.take().unwrap(), &mut err).unwrap();
+    assert!(status.success(), "pull failed under GC: {err}");
+    assert!(
+        prunes >= 3,
+        "the pull ended before GC could race it ({prunes} prunes)"
+    );
+    let ins: serde_json::Value = serde_json::from_str(&k.ok(&["inspect", &image])).unwrap();
+    assert!(
+        ins["layers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|l| l["unpacked"] == true),
+        "{ins}"
+    );
+    k.ok(&["prune"]);
+    let (blobs, dirs) = k.disk_objects();
+    assert_eq!(blobs.len(), 8, "manifest, config and 6 layers: {blobs:?}");
+    assert_eq!(dirs.len(), 6, "{dirs:?}");
+}

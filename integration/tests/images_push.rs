@@ -105,6 +105,16 @@ fn images_save_load_roundtrip_and_namespaces() {
     k.ok(&["unmount", m1.to_str().unwrap()]);
     k.ok_ns("other", &["unmount", m2.to_str().unwrap()]);
     assert!(d.is_empty(), "loaded image differs:\n{}", d.join("\n"));
+    // Through a pipe: save to stdout, load from stdin.
+    let kura = kura_integration::bin("kura");
+    let sock = k.sock.display().to_string();
+    let sh = format!(
+        "{kura} --address {sock} save {image} -o - | {kura} --address {sock} -n piped load --no-unpack -i -",
+        kura = kura.display()
+    );
+    let o = Command::new("sh").arg("-c").arg(&sh).output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(k.ok_ns("piped", &["images", "-q"]).trim(), image);
     // Removing it in one namespace leaves the other alone.
     k.ok(&["rmi", &image]);
     assert_eq!(k.ok_ns("other", &["images", "-q"]).trim(), image);

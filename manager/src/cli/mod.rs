@@ -129,7 +129,7 @@ pub enum Cmd {
         #[arg(short, long)]
         quiet: bool,
     },
-    /// Write images to an OCI image-layout tar.
+    /// Write images to an OCI image-layout tar (`-o -`: stdout).
     Save {
         #[arg(required = true)]
         images: Vec<String>,
@@ -138,7 +138,7 @@ pub enum Cmd {
         #[arg(long, default_value = "")]
         platform: String,
     },
-    /// Read images from an OCI image-layout or `docker save` tar.
+    /// Read images from an OCI image-layout or `docker save` tar (`-i -`: stdin).
     Load {
         #[arg(short, long)]
         input: PathBuf,
@@ -640,6 +640,15 @@ pub async fn run(cli: Cli) -> Result<()> {
                 .await
                 .map_err(st)?
                 .into_inner();
+            if output.as_os_str() == "-" {
+                use tokio::io::AsyncWriteExt;
+                let mut out = tokio::io::stdout();
+                while let Some(ch) = s.message().await.map_err(st)? {
+                    out.write_all(&ch.data).await?;
+                }
+                out.flush().await?;
+                return Ok(());
+            }
             let tmp = output.with_extension("partial");
             let mut f = tokio::fs::File::create(&tmp)
                 .await
@@ -665,9 +674,15 @@ pub async fn run(cli: Cli) -> Result<()> {
             no_unpack,
             snapshotter,
         } => {
-            let f = tokio::fs::File::open(&input)
-                .await
-                .with_context(|| format!("open {}", input.display()))?;
+            let f: Box<dyn tokio::io::AsyncRead + Unpin + Send> = if input.as_os_str() == "-" {
+                Box::new(tokio::io::stdin())
+            } else {
+                Box::new(
+                    tokio::fs::File::open(&input)
+                        .await
+                        .with_context(|| format!("open {}", input.display()))?,
+                )
+            };
             let first = pb::LoadRequest {
                 data: vec![],
                 snapshotter,
@@ -1060,7 +1075,9 @@ fn summary_json(s: &pb::ImageSummary) -> serde_json::Value {
     })
 }
 
-fn tokio_util_like(f: tokio::fs::File) -> impl tokio_stream::Stream<Item = pb::LoadRequest> {
+fn tokio_util_like(
+    f: Box<dyn tokio::io::AsyncRead + Unpin + Send>,
+) -> impl tokio_stream::Stream<Item = pb::LoadRequest> {
     use tokio::io::AsyncReadExt;
     futures_util::stream::unfold(f, |mut f| async move {
         let mut buf = vec![0u8; 1 << 18];
