@@ -1,11 +1,13 @@
 #!/bin/sh
-# Runs every test: formatting, lints, unit tests and the root-only integration tests
-# against the release binaries. Needs root (namespaces, mounts, cgroups).
+# Runs every test: formatting, lints, unit tests and the root-only integration tests.
+# The integration tests drive the release binaries (what ships); the test harnesses
+# themselves build in the dev profile, so they skip the slow LTO link.
+# Needs root (namespaces, mounts, cgroups) and a Debian 12 host.
 set -eu
 cd "$(dirname "$0")/.."
 ./hack/install-deps.sh
 cargo fmt --all -- --check
-cargo build --release --workspace
 cargo clippy --workspace --all-targets -- -D warnings
-# Integration tests spawn many containers each; more threads than that only queue on 2 cores.
-cargo test --release --workspace -- --test-threads="${KURA_TEST_THREADS:-4}"
+cargo build --release --workspace
+# Integration tests start many containers and daemons; more threads than this only queue on 2 cores.
+cargo test --workspace -- --test-threads="${KURA_TEST_THREADS:-4}"
