@@ -8,6 +8,7 @@ KIND:
   multi     busybox base (gzip) + files of every type (gzip) + whiteouts and an
             opaque dir (plain tar) + a zstd layer with a hardlink into a lower layer
   index     an index with two platforms: linux/amd64 (= multi) and linux/arm64
+  index-gzip  the same with multi-gzip for amd64 (convertible to a Docker manifest list)
   hostile-dotdot | hostile-abs | hostile-symlink | hostile-hardlink | bad-diffid
             a small base layer and a layer kura must refuse
   docker-archive  OUTDIR is a file: a `docker save` tar (uncompressed layers) of multi-gzip,
@@ -274,8 +275,8 @@ def main():
         top = multi(lay)
     elif kind == "multi-gzip":
         top = multi(lay, "gzip")
-    elif kind == "index":
-        amd = multi(lay)
+    elif kind in ("index", "index-gzip"):
+        amd = multi(lay, "zstd" if kind == "index" else "gzip")
         l = Layer()
         l.add("platform", data=b"arm64\n")
         arm = image(lay, [(busybox_layer(), "gzip"), (l.raw(), "gzip")], arch="arm64", variant="v8")

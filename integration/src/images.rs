@@ -164,13 +164,28 @@ impl Registry {
 
     /// Pushes an OCI layout's tag to `repo:tag` here with skopeo (keeping digests).
     pub fn push_layout(&self, layout: &Path, repo_tag: &str, creds: Option<(&str, &str)>) {
+        self.push_layout_as(layout, repo_tag, creds, None)
+    }
+
+    /// Like `push_layout`; with `format` (`v2s2`), skopeo converts the manifests to
+    /// Docker schema 2 (digests change).
+    pub fn push_layout_as(
+        &self,
+        layout: &Path,
+        repo_tag: &str,
+        creds: Option<(&str, &str)>,
+        format: Option<&str>,
+    ) {
         let mut c = Command::new("skopeo");
-        c.args([
-            "copy",
-            "--all",
-            "--preserve-digests",
-            "--dest-tls-verify=false",
-        ]);
+        c.args(["copy", "--all", "--dest-tls-verify=false"]);
+        match format {
+            Some(f) => {
+                c.arg(format!("--format={f}"));
+            }
+            None => {
+                c.arg("--preserve-digests");
+            }
+        }
         if let Some((u, p)) = creds {
             c.arg(format!("--dest-creds={u}:{p}"));
         }

@@ -300,3 +300,76 @@ fn images_kurad_flags_socket_mode_and_sigterm() {
         "{o:?}"
     );
 }
+
+#[test]
+fn images_docker_schema2_and_manifest_list() {
+    prelude!();
+    let s = Scratch::new("docker");
+    // Docker schema 2 has no zstd: the gzip variant, converted by skopeo.
+    let layout = build_image("multi-gzip", s.path());
+    let reg = Registry::start(RegistryAuth::None);
+    reg.push_layout_as(&layout, "docker/img:v1", None, Some("v2s2"));
+    let k = Kurad::start("");
+    let image = format!("{}/docker/img:v1", reg.host());
+    let out = k.ok(&["pull", "--format", "json", &image]);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(
+        v["mediaType"], "application/vnd.docker.distribution.manifest.v2+json",
+        "{out}"
+    );
+    let ins: serde_json::Value = serde_json::from_str(&k.ok(&["inspect", &image])).unwrap();
+    assert!(
+        ins["layers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|l| l["mediaType"]
+                .as_str()
+                .unwrap()
+                .starts_with("application/vnd.docker.image.rootfs.diff.tar")),
+        "{ins}"
+    );
+    // Same files as the OCI original, unpacked by kura from the OCI layout via load.
+    let tar = s.join("oci.tar");
+    let ext = layout.display().to_string();
+    assert!(Command::new("tar")
+        .arg("-cf")
+        .arg(&tar)
+        .arg("-C")
+        .arg(&ext)
+        .arg(".")
+        .status()
+        .unwrap()
+        .success());
+    k.ok_ns(
+        "oci",
+        &["load", "--name", "oci/img:v1", "-i", tar.to_str().unwrap()],
+    );
+    let (m1, m2) = (s.join("m1"), s.join("m2"));
+    std::fs::create_dir(&m1).unwrap();
+    std::fs::create_dir(&m2).unwrap();
+    k.ok(&["mount", &image, m1.to_str().unwrap()]);
+    k.ok_ns("oci", &["mount", "oci/img:v1", m2.to_str().unwrap()]);
+    let d = diff_trees(&tree(&m1), &tree(&m2));
+    k.ok(&["unmount", m1.to_str().unwrap()]);
+    k.ok_ns("oci", &["unmount", m2.to_str().unwrap()]);
+    assert!(
+        d.is_empty(),
+        "docker-format image differs from the OCI one:\n{}",
+        d.join("\n")
+    );
+
+    // A Docker manifest list with two platforms.
+    let idx = build_image("index-gzip", s.path());
+    reg.push_layout_as(&idx, "docker/list:v1", None, Some("v2s2"));
+    let list = format!("{}/docker/list:v1", reg.host());
+    let out = k.ok(&["pull", "--platform", "linux/arm64", &list]);
+    assert!(out.contains("linux/arm64"), "{out}");
+    let ins: serde_json::Value =
+        serde_json::from_str(&k.ok(&["inspect", "--platform", "linux/arm64", &list])).unwrap();
+    assert_eq!(
+        ins["image"]["mediaType"], "application/vnd.docker.distribution.manifest.list.v2+json",
+        "{ins}"
+    );
+    assert_eq!(ins["config"]["architecture"], "arm64");
+}

@@ -179,10 +179,16 @@ pub fn load(
                     if r.contains('/') || r.contains(':') {
                         Some(r.clone())
                     } else if !default_name.is_empty() {
-                        Some(format!(
-                            "{}:{r}",
-                            default_name.split(':').next().unwrap_or(default_name)
-                        ))
+                        // --name repo:tag names it; --name repo takes the layout's tag.
+                        let tagged = default_name
+                            .rsplit_once(':')
+                            .map(|(_, t)| !t.contains('/'))
+                            .unwrap_or(false);
+                        Some(if tagged {
+                            default_name.to_string()
+                        } else {
+                            format!("{default_name}:{r}")
+                        })
                     } else {
                         None
                     }
