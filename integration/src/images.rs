@@ -23,7 +23,7 @@ pub fn free_port() -> u16 {
 
 /// Which of the tools the image tests need is missing, if any.
 pub fn missing_tools() -> Option<String> {
-    for t in ["docker-registry", "skopeo", "python3", "zstd"] {
+    for t in ["docker-registry", "skopeo", "python3", "zstd", "htpasswd"] {
         if !Command::new("sh")
             .arg("-c")
             .arg(format!("command -v {t}"))

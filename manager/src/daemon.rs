@@ -200,3 +200,14 @@ impl Kura {
         Ok(self.create_lease(ns, "", labels, 24 * 3600)?.id)
     }
 }
+
+/// Runs metadata work that may wait for the GC lock from async code without stalling
+/// the runtime's few worker threads.
+pub fn blocking<T>(f: impl FnOnce() -> T) -> T {
+    match tokio::runtime::Handle::try_current() {
+        Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+            tokio::task::block_in_place(f)
+        }
+        _ => f(),
+    }
+}

@@ -8,7 +8,7 @@
 //! snapshotter layers are applied in order. A committed chain ID is never unpacked
 //! again: racing pulls wait on a per-chain lock and find it done.
 
-use crate::daemon::Kura;
+use crate::daemon::{blocking, Kura};
 use crate::images::oci::{self, Compression};
 use crate::metadata::{Descriptor, Labels, SnapshotKind};
 use crate::registry::Repo;
@@ -88,7 +88,7 @@ pub async fn fetch(
 ) -> Result<Option<Applied>> {
     let hint = oci::layer_compression(&desc.media_type).unwrap_or(Compression::None);
     let _dl = k.lock(format!("blob/{}", desc.digest)).await;
-    if k.record_blob(ns, &desc.digest, lease)? {
+    if blocking(|| k.record_blob(ns, &desc.digest, lease))? {
         let Some((dir, mode)) = dest else {
             progress.status(slot, "exists");
             return Ok(None);
@@ -459,8 +459,8 @@ async fn unpack_one(
     if let Some(rec) = k.snapshots.get(ns, sn, chain)? {
         if rec.kind == SnapshotKind::Committed {
             // Already unpacked: keep it alive for this operation, make sure the blob is here.
-            protect_snapshot(k, ns, sn, chain, lease)?;
-            if !k.record_blob(ns, &layer.digest, lease)? && repo.is_some() {
+            blocking(|| protect_snapshot(k, ns, sn, chain, lease))?;
+            if !blocking(|| k.record_blob(ns, &layer.digest, lease))? && repo.is_some() {
                 let _p = sem.acquire().await?;
                 fetch(k, ns, repo, layer, None, lease, progress, slot).await?;
             }

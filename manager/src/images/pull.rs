@@ -4,7 +4,7 @@
 
 use super::layers::{self, Progress};
 use super::oci::{self, Index, Manifest, Platform, Reference};
-use crate::daemon::Kura;
+use crate::daemon::{blocking, Kura};
 use crate::metadata::{Descriptor, Labels};
 use crate::registry::{Options, Repo};
 use anyhow::{bail, Context, Result};
@@ -33,7 +33,7 @@ async fn fetch_small(
     desc: &Descriptor,
     lease: &str,
 ) -> Result<Vec<u8>> {
-    if k.record_blob(ns, &desc.digest, lease)? {
+    if blocking(|| k.record_blob(ns, &desc.digest, lease))? {
         return k.content.read_small(&desc.digest, 16 << 20);
     }
     let data = if oci::is_manifest(&desc.media_type) || oci::is_index(&desc.media_type) {
@@ -48,7 +48,7 @@ async fn fetch_small(
             .with_context(|| format!("registry {}: read blob {}", repo.display, desc.digest))?
             .to_vec()
     };
-    k.put_blob(ns, &data, &desc.digest, lease)
+    blocking(|| k.put_blob(ns, &data, &desc.digest, lease))
         .with_context(|| format!("registry {}: blob {}", repo.display, desc.digest))?;
     Ok(data)
 }
@@ -95,7 +95,7 @@ async fn pull_inner(
     progress: &Progress,
     log: &(dyn Fn(String) + Sync),
 ) -> Result<Pulled> {
-    k.put_blob(ns, &top, &digest, lease)?;
+    blocking(|| k.put_blob(ns, &top, &digest, lease))?;
     let target = Descriptor {
         media_type: mt.clone(),
         digest: digest.clone(),
