@@ -10,6 +10,7 @@ use anyhow::{bail, Context, Result};
 use std::ffi::CString;
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::{Component, Path};
 
 /// What to create when the destination does not exist.
@@ -66,45 +67,170 @@ pub fn ensure_in_root(
         }
         Err(e) => return Err(e).with_context(|| format!("open {} in rootfs", path.display())),
     }
-    let rel = relative(path);
-    let (Some(parent), Some(name)) = (rel.parent(), rel.file_name()) else {
-        bail!("{}: cannot create the rootfs itself", path.display());
-    };
-    let pfd = ensure_in_root(root, parent, Kind::Dir, no_symlinks)?;
-    let cname = cstr(Path::new(name))?;
-    // O_PATH fds cannot be used with mkdirat directly in old kernels; reopen as a dir.
-    let dirfd = reopen_dir(pfd.as_fd())?;
-    let r = match kind {
-        Kind::Dir => unsafe { libc::mkdirat(dirfd.as_raw_fd(), cname.as_ptr(), 0o755) },
-        Kind::File => {
-            let fd = unsafe {
-                libc::openat(
-                    dirfd.as_raw_fd(),
-                    cname.as_ptr(),
-                    libc::O_CREAT
-                        | libc::O_EXCL
-                        | libc::O_WRONLY
-                        | libc::O_CLOEXEC
-                        | libc::O_NOFOLLOW,
-                    0o644,
-                )
-            };
-            if fd >= 0 {
-                unsafe { libc::close(fd) };
-                0
-            } else {
-                -1
-            }
-        }
-    };
-    if r < 0 {
-        let e = io::Error::last_os_error();
-        if e.raw_os_error() != Some(libc::EEXIST) {
-            return Err(e).with_context(|| format!("create {} in rootfs", path.display()));
-        }
+    if no_symlinks {
+        create_plain(root, path, kind)?;
+    } else {
+        create_following(root, path, kind)?;
     }
     open_in_root(root, path, no_symlinks)
         .with_context(|| format!("open {} in rootfs", path.display()))
+}
+
+fn mkdirat_or_exists(dir: BorrowedFd, name: &CString) -> io::Result<()> {
+    if unsafe { libc::mkdirat(dir.as_raw_fd(), name.as_ptr(), 0o755) } < 0 {
+        let e = io::Error::last_os_error();
+        if e.raw_os_error() != Some(libc::EEXIST) {
+            return Err(e);
+        }
+    }
+    Ok(())
+}
+
+fn create_leaf(dir: BorrowedFd, name: &CString, kind: Kind) -> io::Result<()> {
+    match kind {
+        Kind::Dir => mkdirat_or_exists(dir, name),
+        Kind::File => {
+            let fd = unsafe {
+                libc::openat(
+                    dir.as_raw_fd(),
+                    name.as_ptr(),
+                    libc::O_CREAT | libc::O_WRONLY | libc::O_CLOEXEC | libc::O_NOFOLLOW,
+                    0o644,
+                )
+            };
+            if fd < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            unsafe { libc::close(fd) };
+            Ok(())
+        }
+    }
+}
+
+/// Creates every missing component of `path` without following any symlink.
+fn create_plain(root: BorrowedFd, path: &Path, kind: Kind) -> Result<()> {
+    let rel = relative(path);
+    let mut cur = sys::openat2(
+        root,
+        c".",
+        libc::O_PATH | libc::O_DIRECTORY,
+        0,
+        RESOLVE_IN_ROOT,
+    )?;
+    let parts: Vec<_> = rel.components().collect();
+    for (i, c) in parts.iter().enumerate() {
+        let name = CString::new(c.as_os_str().as_bytes())?;
+        let last = i + 1 == parts.len();
+        let leaf = if last { kind } else { Kind::Dir };
+        let dirfd = reopen_dir(cur.as_fd())?;
+        let _ = create_leaf(dirfd.as_fd(), &name, leaf);
+        let resolve = RESOLVE_IN_ROOT | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS;
+        cur = sys::openat2(dirfd.as_fd(), &name, libc::O_PATH, 0, resolve).with_context(|| {
+            format!(
+                "{}: component {:?} is a symlink or cannot be created",
+                path.display(),
+                c.as_os_str()
+            )
+        })?;
+    }
+    Ok(())
+}
+
+/// Creates what is missing along `path`, following symlinks as the kernel would if
+/// the rootfs were `/` (a dangling `/data -> /srv/data` makes /srv/data): the
+/// securejoin walk, done one fd-relative step at a time so nothing resolves
+/// outside the rootfs even if the tree changes under us.
+fn create_following(root: BorrowedFd, path: &Path, kind: Kind) -> Result<()> {
+    use std::collections::VecDeque;
+    let mut todo: VecDeque<std::ffi::OsString> = relative(path)
+        .components()
+        .map(|c| c.as_os_str().to_owned())
+        .collect();
+    // Directories from the root down to where we are; `..` pops, never past the root.
+    let root_dir = sys::openat2(
+        root,
+        c".",
+        libc::O_PATH | libc::O_DIRECTORY,
+        0,
+        RESOLVE_IN_ROOT,
+    )?;
+    let mut stack: Vec<OwnedFd> = Vec::new();
+    let mut links = 0;
+    while let Some(name) = todo.pop_front() {
+        if name == ".." {
+            stack.pop();
+            continue;
+        }
+        if name == "." || name.is_empty() {
+            continue;
+        }
+        let cur = stack.last().map(|f| f.as_fd()).unwrap_or(root_dir.as_fd());
+        let dirfd = reopen_dir(cur)?;
+        let cname = CString::new(name.as_bytes())?;
+        let mut st: libc::stat = unsafe { std::mem::zeroed() };
+        let r = unsafe {
+            libc::fstatat(
+                dirfd.as_raw_fd(),
+                cname.as_ptr(),
+                &mut st,
+                libc::AT_SYMLINK_NOFOLLOW,
+            )
+        };
+        if r < 0 {
+            let e = io::Error::last_os_error();
+            if e.raw_os_error() != Some(libc::ENOENT) {
+                return Err(e).with_context(|| format!("{}: stat {:?}", path.display(), name));
+            }
+            let leaf = if todo.is_empty() { kind } else { Kind::Dir };
+            create_leaf(dirfd.as_fd(), &cname, leaf)
+                .with_context(|| format!("create {} in rootfs", path.display()))?;
+            if todo.is_empty() {
+                return Ok(());
+            }
+        } else if st.st_mode & libc::S_IFMT == libc::S_IFLNK {
+            links += 1;
+            if links > 40 {
+                bail!("{}: too many levels of symbolic links", path.display());
+            }
+            let mut buf = vec![0u8; libc::PATH_MAX as usize];
+            let n = unsafe {
+                libc::readlinkat(
+                    dirfd.as_raw_fd(),
+                    cname.as_ptr(),
+                    buf.as_mut_ptr().cast(),
+                    buf.len(),
+                )
+            };
+            if n < 0 {
+                return Err(io::Error::last_os_error())
+                    .with_context(|| format!("readlink {:?}", name));
+            }
+            buf.truncate(n as usize);
+            let target = std::path::PathBuf::from(std::ffi::OsString::from_vec(buf));
+            if target.is_absolute() {
+                stack.clear();
+            }
+            for c in target.components().rev() {
+                match c {
+                    Component::RootDir | Component::CurDir => {}
+                    other => todo.push_front(other.as_os_str().to_owned()),
+                }
+            }
+            continue;
+        } else if todo.is_empty() {
+            return Ok(());
+        }
+        let next = sys::openat2(
+            dirfd.as_fd(),
+            &cname,
+            libc::O_PATH | libc::O_DIRECTORY | libc::O_NOFOLLOW,
+            0,
+            RESOLVE_IN_ROOT | RESOLVE_NO_SYMLINKS,
+        )
+        .with_context(|| format!("{}: {:?} is not a directory", path.display(), name))?;
+        stack.push(next);
+    }
+    Ok(())
 }
 
 /// Turns an O_PATH fd of a directory into a real directory fd.

@@ -3,6 +3,7 @@
 //! scheduling attributes. Seccomp lives in [`crate::seccomp`].
 
 pub mod caps;
+pub mod exe_guard;
 pub mod lsm;
 pub mod rlimits;
 pub mod sched;

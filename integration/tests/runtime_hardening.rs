@@ -1,0 +1,353 @@
+//! Defences against runc's CVE history. Each test sets up the attack and would
+//! fail on a runtime without the defence.
+
+use kura_integration::runtime::Rt;
+use kura_integration::{bin, require_root, Scratch};
+use serde_json::json;
+use std::path::Path;
+
+fn run_sh(rt: &mut Rt, prefix: &str, script: &str) -> (i32, String, String) {
+    let id = rt.id(prefix);
+    rt.args(&["sh", "-c", script]);
+    rt.run(&id)
+}
+
+fn sha(p: &Path) -> Vec<u8> {
+    std::fs::read(p).unwrap()
+}
+
+/// CVE-2019-5736: a process the runtime starts in the container execs
+/// /proc/self/exe — the runtime itself — and another container process keeps a
+/// handle on that file to write through it once the runtime is gone. The runtime
+/// used here is a private copy, so a failing defence damages only the copy.
+/// `KURA_GUARD_OFF=1` runs the same attack with the guard disabled (to see it bite).
+#[test]
+fn runtime_binary_cannot_be_overwritten_from_the_container() {
+    require_root!();
+    let mut rt = Rt::new("cve-5736");
+    let copy_dir = Scratch::new("rt-copy");
+    let copy = copy_dir.join("kura-runtime");
+    std::fs::copy(bin("kura-runtime"), &copy).unwrap();
+    let before = sha(&copy);
+    std::os::unix::fs::symlink("/proc/self/exe", rt.bundle.join("rootfs/evil")).unwrap();
+    // The runtime binary must be able to run in the container, as it would in any
+    // glibc-based image: give the rootfs its loader and libraries.
+    let ldd = std::process::Command::new("ldd")
+        .arg(&copy)
+        .output()
+        .unwrap();
+    for lib in String::from_utf8_lossy(&ldd.stdout)
+        .split_whitespace()
+        .filter(|w| w.starts_with('/'))
+    {
+        let dst = rt.bundle.join("rootfs").join(lib.trim_start_matches('/'));
+        std::fs::create_dir_all(dst.parent().unwrap()).unwrap();
+        std::fs::copy(lib, &dst).unwrap();
+    }
+    let id = rt.id("evil");
+    rt.args(&["sleep", "300"]);
+    rt.write_config(&id);
+    let b = rt.bundle.to_string_lossy().into_owned();
+    let root = rt.root.to_str().unwrap().to_owned();
+    let runtime = |args: &[&str]| {
+        let mut c = std::process::Command::new(&copy);
+        c.arg("--root").arg(&root).args(args);
+        if std::env::var_os("KURA_GUARD_OFF").is_some() {
+            c.env("KURA_RUNTIME_UNSAFE_NO_EXE_GUARD", "1");
+        }
+        c
+    };
+    let st = runtime(&["run", "--detach", "--bundle", &b, &id])
+        .stdin(std::process::Stdio::null())
+        .status()
+        .unwrap();
+    assert!(st.success());
+    // The victim: `exec` runs /evil, i.e. the runtime binary, inside the container,
+    // blocked reading its stdin (`update -r -`), which we hold open.
+    let mut victim = runtime(&["exec", &id, "/evil", "update", "-r", "-", "x"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // Detached: a foreground exec would keep a runtime process (the same binary)
+    // alive, and the file busy, for as long as the attacker runs.
+    let attacker = runtime(&[
+        "exec",
+        "--detach",
+        &id,
+        "sh",
+        "-c",
+        "(for i in $(seq 100); do for p in /proc/[0-9]*; do grep -q '^/evil' $p/cmdline 2>/dev/null && pid=${p#/proc/}; done; \
+           [ -n \"$pid\" ] && break; sleep 0.05; done; \
+         echo victim=$pid; exec 4</proc/$pid/exe || echo cannot-open; \
+         echo x > /proc/$pid/exe 2>/dev/null && echo WROTE-WHILE-RUNNING; \
+         echo ready > /tmp/ready; n=0; while [ -e /proc/$pid ] && [ $n -lt 400 ]; do n=$((n+1)); sleep 0.05; done; \
+         sleep 1; \
+         echo x > /proc/self/fd/4 2>/dev/null && echo WROTE-AFTER-EXIT; echo done) > /tmp/attack.log 2>&1",
+    ])
+    .stdin(std::process::Stdio::null())
+    .status()
+    .unwrap();
+    assert!(attacker.success());
+    let ready = rt.bundle.join("rootfs/tmp/ready");
+    for _ in 0..200 {
+        if ready.exists() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(25));
+    }
+    drop(victim.stdin.take());
+    let _ = victim.wait();
+    let log = rt.bundle.join("rootfs/tmp/attack.log");
+    let mut stdout = String::new();
+    for _ in 0..400 {
+        stdout = std::fs::read_to_string(&log).unwrap_or_default();
+        if stdout.contains("done") {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(25));
+    }
+    let _ = runtime(&["delete", "--force", &id]).status();
+    assert!(
+        stdout.contains("victim=") && stdout.contains("done"),
+        "attack did not run: {stdout}"
+    );
+    eprintln!("attack output: {stdout}");
+    assert!(
+        !stdout.contains("WROTE"),
+        "the runtime binary was writable from the container: {stdout}"
+    );
+    assert_eq!(sha(&copy), before, "runtime binary changed");
+}
+
+/// CVE-2024-21626: a leaked host fd used as the cwd. process.cwd through
+/// /proc/self/fd must not reach a host directory.
+#[test]
+fn no_host_fd_reaches_the_container_cwd() {
+    require_root!();
+    let mut rt = Rt::new("cve-21626");
+    for fd in 3..12 {
+        rt.config["process"]["cwd"] = json!(format!("/proc/self/fd/{fd}"));
+        let id = rt.id("cwd");
+        rt.args(&["sh", "-c", "pwd; ls /proc/self/fd"]);
+        let out = rt.create(&id);
+        if out.status.success() {
+            // Only possible if the fd was one of ours inside the container; it must not be.
+            let st = rt.state(&id);
+            let pid = st["pid"].as_i64().unwrap();
+            let cwd = std::fs::read_link(format!("/proc/{pid}/cwd")).unwrap();
+            panic!("create with cwd through fd {fd} succeeded; init cwd {cwd:?}");
+        }
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("process.cwd"), "{err}");
+        assert!(!rt.state_dir(&id).exists());
+    }
+    // And the running process sees only stdio.
+    rt.config["process"]["cwd"] = json!("/");
+    let (code, out, err) = run_sh(&mut rt, "fds", "ls /proc/self/fd | sort -n | tr '\\n' ' '");
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(
+        out, "0 1 2 3 ",
+        "fd 3 is ls's own directory handle; nothing else"
+    );
+}
+
+/// A mount destination through a symlink that points at the host lands inside
+/// the rootfs instead (CVE-2021-30465 class).
+#[test]
+fn mount_destination_symlinks_stay_in_the_rootfs() {
+    require_root!();
+    let mut rt = Rt::new("mnt-escape");
+    let host = rt.scratch.join("hostdir");
+    std::fs::create_dir_all(&host).unwrap();
+    let rootfs = rt.bundle.join("rootfs");
+    // Absolute and relative escapes.
+    std::os::unix::fs::symlink(&host, rootfs.join("abs")).unwrap();
+    std::os::unix::fs::symlink(
+        "../../../../../../../..".to_string() + host.to_str().unwrap(),
+        rootfs.join("rel"),
+    )
+    .unwrap();
+    let mounts = rt.config["mounts"].as_array_mut().unwrap();
+    mounts.push(json!({"destination": "/abs/m1", "type": "tmpfs", "source": "tmpfs"}));
+    mounts.push(json!({"destination": "/rel/m2", "type": "tmpfs", "source": "tmpfs"}));
+    mounts.push(
+        json!({"destination": "/abs/m3", "type": "bind", "source": "/etc", "options": ["bind"]}),
+    );
+    let (code, out, err) = run_sh(
+        &mut rt,
+        "esc",
+        "grep -c ' /.*/m[123] ' /proc/self/mountinfo",
+    );
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(
+        out.trim(),
+        "3",
+        "the three mounts exist inside the container"
+    );
+    assert!(
+        std::fs::read_dir(&host).unwrap().next().is_none(),
+        "something was created in the host dir"
+    );
+    let host_mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(
+        !host_mounts.contains(host.to_str().unwrap()),
+        "a mount landed on the host"
+    );
+}
+
+/// A symlink swapped in while setup runs cannot redirect a mount either: a thread
+/// flips a directory in the rootfs to a host-pointing symlink while containers start.
+#[test]
+fn mount_destination_swapped_during_setup_stays_in_the_rootfs() {
+    require_root!();
+    let mut rt = Rt::new("mnt-race");
+    let host = rt.scratch.join("hostdir");
+    std::fs::create_dir_all(&host).unwrap();
+    let rootfs = rt.bundle.join("rootfs");
+    let target = rootfs.join("racy");
+    std::fs::create_dir_all(&target).unwrap();
+    rt.config["mounts"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"destination": "/racy/m", "type": "tmpfs", "source": "tmpfs"}));
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flipper = {
+        let (stop, target, host, rootfs) =
+            (stop.clone(), target.clone(), host.clone(), rootfs.clone());
+        std::thread::spawn(move || {
+            let dir_copy = rootfs.join("racy.dir");
+            let link = rootfs.join("racy.link");
+            std::fs::create_dir_all(&dir_copy).unwrap();
+            let _ = std::os::unix::fs::symlink(&host, &link);
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                // Swap target between a real directory and a symlink to the host.
+                let _ = std::fs::rename(&target, rootfs.join("racy.tmp"));
+                let _ = std::fs::rename(&link, &target);
+                let _ = std::fs::rename(&target, &link);
+                let _ = std::fs::rename(rootfs.join("racy.tmp"), &target);
+            }
+        })
+    };
+    for _ in 0..30 {
+        rt.args(&["true"]);
+        let id = rt.id("race");
+        let _ = rt.run(&id);
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    flipper.join().unwrap();
+    let host_mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(
+        !host_mounts.contains(host.to_str().unwrap()),
+        "a mount landed on the host dir"
+    );
+    assert!(
+        std::fs::read_dir(&host).unwrap().next().is_none(),
+        "something was created in the host dir"
+    );
+}
+
+/// /proc or /sys over a symlink would let the image point them somewhere else
+/// (CVE-2019-16884, CVE-2019-19921): refused.
+#[test]
+fn proc_and_sys_over_symlinks_are_refused() {
+    require_root!();
+    for (dir, fstype) in [("proc", "proc"), ("sys", "sysfs")] {
+        let mut rt = Rt::new("procsym");
+        let rootfs = rt.bundle.join("rootfs");
+        std::fs::remove_dir(rootfs.join(dir)).unwrap();
+        std::fs::create_dir_all(rootfs.join("elsewhere")).unwrap();
+        std::os::unix::fs::symlink("/elsewhere", rootfs.join(dir)).unwrap();
+        let id = rt.id("procsym");
+        rt.args(&["true"]);
+        let out = rt.create(&id);
+        assert!(!out.status.success(), "{fstype} over a symlink was mounted");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("symlink"), "{err}");
+        assert!(!rt.state_dir(&id).exists());
+    }
+}
+
+/// Masked and read-only paths that are symlinks resolve inside the container: the
+/// host target is neither masked nor made read-only.
+#[test]
+fn masked_and_readonly_symlinks_stay_inside() {
+    require_root!();
+    let mut rt = Rt::new("mask-sym");
+    let host = rt.scratch.join("hostfile-dir");
+    std::fs::create_dir_all(&host).unwrap();
+    std::fs::write(host.join("data"), "host data").unwrap();
+    let rootfs = rt.bundle.join("rootfs");
+    std::os::unix::fs::symlink(&host, rootfs.join("etc/masklink")).unwrap();
+    std::os::unix::fs::symlink(&host, rootfs.join("etc/rolink")).unwrap();
+    rt.config["linux"]["maskedPaths"] = json!(["/etc/masklink"]);
+    rt.config["linux"]["readonlyPaths"] = json!(["/etc/rolink"]);
+    let (code, _, err) = run_sh(&mut rt, "masksym", "true");
+    assert_eq!(code, 0, "{err}");
+    let host_mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(!host_mounts.contains(host.to_str().unwrap()));
+    std::fs::write(host.join("data"), "still writable").unwrap();
+}
+
+/// Init is non-dumpable until it execs: another process in the container, even
+/// root, cannot read its environment or open its exe while it holds host fds.
+#[test]
+fn init_is_not_dumpable_before_exec() {
+    require_root!();
+    let mut rt = Rt::new("dumpable");
+    rt.config["process"]["env"] = json!(["PATH=/bin", "SECRET_FROM_HOST=hunter2"]);
+    let id = rt.id("dump");
+    rt.args(&["sleep", "300"]);
+    let out = rt.create(&id);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The container is created: init is blocked before execve. Look at it from inside.
+    let out = rt.rt(&[
+        "exec",
+        &id,
+        "sh",
+        "-c",
+        "cat /proc/1/environ 2>&1 | tr '\\0' ' '; ls -l /proc/1/exe 2>&1; ls /proc/1/fd 2>&1",
+    ]);
+    let s = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        !s.contains("hunter2"),
+        "init's environment is readable: {s}"
+    );
+    assert!(s.contains("Permission denied"), "{s}");
+    rt.ok(&["delete", "--force", &id]);
+}
+
+/// Hostile config input is refused quickly with an error, never a crash.
+#[test]
+fn hostile_configs_fail_cleanly() {
+    require_root!();
+    let mut rt = Rt::new("hostile");
+    let id = rt.id("hostile");
+    rt.write_config(&id);
+    let b = rt.bundle.to_string_lossy().into_owned();
+    let deep = "[".repeat(100_000) + &"]".repeat(100_000);
+    let huge_args = format!("{{\"ociVersion\":\"1.0.0\",\"process\":{{\"cwd\":\"/\",\"user\":{{\"uid\":0,\"gid\":0}},\"args\":[{}]}}}}", vec!["\"x\""; 200_000].join(","));
+    let cases: Vec<(String, Vec<u8>)> = vec![
+        ("deep nesting".into(), format!("{{\"ociVersion\":\"1.0.0\",\"annotations\":{deep}}}").into_bytes()),
+        ("huge array".into(), huge_args.into_bytes()),
+        ("overflow".into(), br#"{"ociVersion":"1.0.0","process":{"cwd":"/","user":{"uid":99999999999,"gid":0},"args":["sh"]}}"#.to_vec()),
+        ("invalid utf-8".into(), b"{\"ociVersion\":\"1.0.0\",\"hostname\":\"\xc3\x28\"}".to_vec()),
+        ("nul in args".into(), br#"{"ociVersion":"1.0.0","root":{"path":"rootfs"},"process":{"cwd":"/","user":{"uid":0,"gid":0},"args":["sh\u0000x"]},"linux":{"namespaces":[{"type":"mount"}]}}"#.to_vec()),
+    ];
+    for (what, body) in cases {
+        std::fs::write(rt.bundle.join("config.json"), &body).unwrap();
+        let out = rt.rt(&["create", "--bundle", &b, &id]);
+        assert_eq!(
+            out.status.code(),
+            Some(1),
+            "{what}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(!rt.state_dir(&id).exists(), "{what}: state dir left");
+    }
+}
