@@ -11,3 +11,5 @@ cargo clippy --workspace --all-targets -- -D warnings
 cargo build --release --workspace
 # Integration tests start many containers and daemons; more threads than this only queue on 2 cores.
 cargo test --workspace -- --test-threads="${KURA_TEST_THREADS:-4}"
+# Hostile config.json input: a fixed fuzzing budget, any crash fails the run.
+./hack/fuzz.sh "${KURA_FUZZ_SECONDS:-60}"

@@ -82,6 +82,7 @@ pub enum Cmd {
 }
 
 fn main() {
+    kura_runtime::log::step("main");
     let cli = Cli::parse();
     let fmt = match cli.log_format {
         LogFormat::Text => log::Format::Text,

@@ -41,14 +41,18 @@ pub fn run(cli: &Cli, a: &Args) -> Result<i32> {
         (Some(sock), true) => Some(terminal::recv_fd(sock.as_raw_fd())?),
         _ => None,
     };
+    kura_runtime::log::step("created");
     if let Err(e) = container::start(&root, &id) {
         let _ = container::delete(&root, &id, true);
         return Err(e);
     }
+    kura_runtime::log::step("started");
     let Some(set) = mask else { return Ok(0) };
     let code = process::supervise::wait(st.pid, &set, master)?;
+    kura_runtime::log::step("exited");
     if !a.keep {
         container::delete(&root, &id, true)?;
     }
+    kura_runtime::log::step("deleted");
     Ok(code)
 }

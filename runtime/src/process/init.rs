@@ -117,7 +117,9 @@ fn run(args: &mut InitArgs) -> Result<Infallible> {
         host_mount_ns: !has_ns(spec, oci_spec::runtime::LinuxNamespaceType::Mount),
     };
     unsafe { libc::umask(0) };
+    crate::log::step("init: before mounts");
     let root_fd = rootfs::prepare(&setup)?;
+    crate::log::step("init: mounts done");
     if args.runtime_hooks {
         args.sync.send(&Msg::HooksRequest)?;
         args.sync
@@ -190,6 +192,7 @@ fn run(args: &mut InitArgs) -> Result<Infallible> {
     if let Some(p) = linux.and_then(|l| l.personality().as_ref()) {
         sched::apply_personality(p)?;
     }
+    crate::log::step("init: rootfs final");
     let env = prepare_common(process, args.preserve_fds, args.notify_socket.as_deref())?;
     let exe = find_executable(process, &env)?;
 
@@ -221,6 +224,7 @@ fn run(args: &mut InitArgs) -> Result<Infallible> {
     if let (Some(fd), Some(sock)) = (listener, args.seccomp_listener.take()) {
         send_seccomp_fd(args, pid, &sock, &fd)?;
     }
+    crate::log::step("init: ready");
     args.sync.send(&Msg::Ready)?;
     // The runtime's `create` exits now; from here on errors go to our stderr.
     let fifo = args.fifo.as_raw_fd();

@@ -158,6 +158,7 @@ pub fn create(opts: CreateOpts) -> Result<(State, bool)> {
         (None, Some(fd)) if terminal => Some(fd),
         _ => None,
     };
+    crate::log::step("config loaded");
     let plan = namespaces::plan(spec)?;
     let cgroup = Cgroup::new(
         spec.linux()
@@ -211,10 +212,12 @@ pub fn create(opts: CreateOpts) -> Result<(State, bool)> {
         unsafe { OwnedFd::from_raw_fd(fd) }
     };
 
+    crate::log::step("state dir");
     cgroup.create().context("create cgroup")?;
     guard.cgroup = Some(cgroup.clone());
     cgroup.apply(&resources)?;
 
+    crate::log::step("cgroup ready");
     let notify_socket = std::env::var_os("NOTIFY_SOCKET")
         .map(PathBuf::from)
         .filter(|p| p.is_absolute() && p.exists());
@@ -239,6 +242,7 @@ pub fn create(opts: CreateOpts) -> Result<(State, bool)> {
         seccomp,
     };
     let pid = spawn_init(&plan, &parent, &mut args)?;
+    crate::log::step("init cloned");
     guard.pid = pid;
     drop(args);
 
@@ -256,6 +260,7 @@ pub fn create(opts: CreateOpts) -> Result<(State, bool)> {
     cgroup.add_pid(pid).context("add init to its cgroup")?;
     parent.send(&Msg::Go)?;
 
+    crate::log::step("init released");
     let mut st = State {
         id: opts.id.clone(),
         pid,
@@ -289,6 +294,7 @@ pub fn create(opts: CreateOpts) -> Result<(State, bool)> {
             None => bail!("container init exited during setup ({})", wait_status(pid)),
         }
     }
+    crate::log::step("init ready");
     st.pid_start = state::proc_stat(pid)
         .map(|(_, s)| s)
         .context("container init vanished")?;
