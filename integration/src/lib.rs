@@ -7,6 +7,8 @@ pub mod images;
 
 pub mod runtime;
 
+pub mod shim;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::{AtomicU32, Ordering};

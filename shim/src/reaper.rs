@@ -1,0 +1,116 @@
+//! The one place that calls waitpid. The shim is a child subreaper: container inits and
+//! exec'd processes are reparented to it when the runtime exits, and it also runs short
+//! runtime commands. If anything else waited (std's `Child::wait`, a second reaper
+//! thread) one side would steal the other's exit status, so every exit comes through
+//! here and is handed to whoever subscribed to that pid.
+//!
+//! An exit may be reaped before anyone subscribes (a container that exits before the
+//! shim has read its pid file); such exits are kept, a bounded number, for `watch`.
+
+use std::collections::{HashMap, VecDeque};
+use std::io;
+use std::process::Command;
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
+use std::sync::Mutex;
+use std::time::SystemTime;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Exit {
+    pub pid: i32,
+    /// The exit code, or 128 + signal number for a process killed by a signal.
+    pub status: i32,
+    pub at: SystemTime,
+}
+
+pub type Callback = Box<dyn FnOnce(Exit) + Send>;
+
+enum Sub {
+    Command(SyncSender<Exit>),
+    Process(Callback),
+}
+
+/// Unclaimed exits kept for late subscribers; orphans the shim adopted but never knew
+/// about also end up here, so the queue must be bounded.
+const MAX_UNCLAIMED: usize = 64;
+
+#[derive(Default)]
+pub struct Reaper {
+    inner: Mutex<Inner>,
+}
+
+#[derive(Default)]
+struct Inner {
+    subs: HashMap<i32, Sub>,
+    unclaimed: VecDeque<Exit>,
+}
+
+impl Reaper {
+    /// Spawns `cmd` and returns its pid and a receiver for its exit. The lock is held
+    /// across the spawn so the child cannot be reaped before it is subscribed (and so
+    /// std's own wait after a failed exec finds its child).
+    pub fn spawn(&self, cmd: &mut Command) -> io::Result<(i32, Receiver<Exit>)> {
+        let mut g = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        let child = cmd.spawn()?;
+        let pid = child.id() as i32;
+        let (tx, rx) = sync_channel(1);
+        g.subs.insert(pid, Sub::Command(tx));
+        Ok((pid, rx))
+    }
+
+    /// Calls `f` when `pid` exits, or now if it already has.
+    pub fn watch(&self, pid: i32, f: Callback) {
+        let mut g = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(i) = g.unclaimed.iter().position(|e| e.pid == pid) {
+            let e = g.unclaimed.remove(i).expect("index is valid");
+            drop(g);
+            f(e);
+            return;
+        }
+        g.subs.insert(pid, Sub::Process(f));
+    }
+
+    /// Reaps every child that has exited and delivers the exits. Subscribers run on the
+    /// caller's thread, outside the lock.
+    pub fn reap(&self) {
+        let mut ready = Vec::new();
+        {
+            let mut g = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+            loop {
+                let mut st = 0;
+                let pid = unsafe { libc::waitpid(-1, &mut st, libc::WNOHANG) };
+                if pid <= 0 {
+                    break;
+                }
+                let status = if libc::WIFEXITED(st) {
+                    libc::WEXITSTATUS(st)
+                } else if libc::WIFSIGNALED(st) {
+                    128 + libc::WTERMSIG(st)
+                } else {
+                    continue;
+                };
+                let exit = Exit {
+                    pid,
+                    status,
+                    at: SystemTime::now(),
+                };
+                match g.subs.remove(&pid) {
+                    Some(s) => ready.push((s, exit)),
+                    None => {
+                        if g.unclaimed.len() == MAX_UNCLAIMED {
+                            g.unclaimed.pop_front();
+                        }
+                        g.unclaimed.push_back(exit);
+                    }
+                }
+            }
+        }
+        for (s, e) in ready {
+            match s {
+                Sub::Command(tx) => {
+                    let _ = tx.send(e);
+                }
+                Sub::Process(f) => f(e),
+            }
+        }
+    }
+}
