@@ -68,8 +68,15 @@ pub fn start(flags: &Flags) -> Result<String, String> {
             if libc::setsid() < 0 {
                 return Err(std::io::Error::last_os_error());
             }
-            // dup2 clears close-on-exec on the copy: the daemon inherits exactly fd 3.
-            if libc::dup2(lfd, LISTENER_FD) < 0 {
+            // dup2 clears close-on-exec on the copy, but is a no-op when the listener
+            // already is fd 3 (a start command run with only stdio open); then clear
+            // the flag by hand, or the daemon would get no listener.
+            if lfd == LISTENER_FD {
+                let fl = libc::fcntl(lfd, libc::F_GETFD);
+                if fl < 0 || libc::fcntl(lfd, libc::F_SETFD, fl & !libc::FD_CLOEXEC) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            } else if libc::dup2(lfd, LISTENER_FD) < 0 {
                 return Err(std::io::Error::last_os_error());
             }
             Ok(())

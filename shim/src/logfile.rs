@@ -58,6 +58,10 @@ impl StreamWriter {
         let mut rest = data;
         while let Some(i) = rest.iter().position(|b| *b == b'\n') {
             self.pending.extend_from_slice(&rest[..i]);
+            // A tty ends lines with CRLF; the CR is not part of the line.
+            if self.pending.last() == Some(&b'\r') {
+                self.pending.pop();
+            }
             self.flush_line(b'F');
             rest = &rest[i + 1..];
         }
@@ -103,7 +107,7 @@ mod tests {
         let p = dir.join("c.log");
         let log = LogFile::open(&p, Format::Cri).unwrap();
         let mut w = log.writer("stdout");
-        w.write(b"hello\nwor");
+        w.write(b"hello\r\nwor");
         w.write(b"ld\n");
         w.write(&vec![b'x'; MAX_LINE + 3]);
         w.finish();
@@ -111,6 +115,7 @@ mod tests {
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(lines.len(), 4, "{text}");
         assert!(lines[0].ends_with(" stdout F hello"));
+        assert!(!text.contains('\r'), "CR of CRLF dropped");
         assert!(lines[1].ends_with(" stdout F world"));
         assert!(lines[2].contains(" stdout P xxx"));
         assert!(lines[3].ends_with(" stdout F xxx"));
