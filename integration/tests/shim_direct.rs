@@ -167,7 +167,11 @@ fn exec_pids_stats_pause_kill_close_stdin() {
         ex.stdout = o.display().to_string();
         ex.spec = protobuf::MessageField::some(spec);
         s.client.exec(DirectShim::ctx(), &ex).unwrap();
-        let dup = s.client.exec(DirectShim::ctx(), &ex).unwrap_err().to_string();
+        let dup = s
+            .client
+            .exec(DirectShim::ctx(), &ex)
+            .unwrap_err()
+            .to_string();
         assert!(dup.contains("exists"), "duplicate exec id refused: {dup}");
         let epid = s
             .client

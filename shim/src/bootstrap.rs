@@ -30,7 +30,7 @@ pub fn start(flags: &Flags) -> Result<String, String> {
     let sock = paths::socket_path(&flags.address, &flags.namespace, &flags.id);
     let addr = paths::socket_address(&sock);
     if let Some(d) = sock.parent() {
-        std::fs::create_dir_all(d).map_err(|e| format!("create {}: {e}", d.display()))?;
+        paths::make_socket_dir(d).map_err(|e| format!("create {}: {e}", d.display()))?;
     }
     if sock.exists() {
         if UnixStream::connect(&sock).is_ok() {

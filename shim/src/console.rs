@@ -19,7 +19,7 @@ impl ConsoleSocket {
     /// A fresh socket under `dir` (short, unlike bundle paths).
     pub fn new(dir: &Path) -> io::Result<ConsoleSocket> {
         static N: AtomicU32 = AtomicU32::new(0);
-        std::fs::create_dir_all(dir)?;
+        crate::paths::make_socket_dir(dir)?;
         let path = dir.join(format!(
             "pty-{}-{}.sock",
             std::process::id(),

@@ -157,11 +157,19 @@ impl Container {
         };
         let pid_file = req.bundle.join(files::INIT_PID);
         let _ = std::fs::remove_file(&pid_file);
-        let io = launch(&req.stdio, log.as_ref(), |console, stdio| {
+        let created = launch(&req.stdio, log.as_ref(), |console, stdio| {
             runtime.create(&env.reaper, req.id, req.bundle, &pid_file, console, stdio)
         })
-        .map_err(undo)?;
-        let pid = read_pid(&pid_file).map_err(undo)?;
+        .and_then(|io| Ok((io, read_pid(&pid_file)?)));
+        let (io, pid) = match created {
+            Ok(v) => v,
+            Err(e) => {
+                // The runtime may have created the container before a later step
+                // (console handshake, pid file) failed: leave nothing behind.
+                let _ = runtime.delete(&env.reaper, req.id, true);
+                return Err(undo(e));
+            }
+        };
         let init = Proc::new("", req.stdio.clone(), None);
         {
             let mut s = init.state();

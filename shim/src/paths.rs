@@ -20,6 +20,17 @@ pub fn socket_path(address: &str, namespace: &str, id: &str) -> PathBuf {
         .join(format!("{:032x}", fnv1a_128(key.as_bytes())))
 }
 
+/// Creates the socket directory, private to root: whoever can connect to a shim can
+/// run processes in its container.
+pub fn make_socket_dir(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+}
+
 pub fn socket_address(path: &Path) -> String {
     format!("unix://{}", path.display())
 }
