@@ -319,3 +319,64 @@ fn oom_kill_is_published() {
     s.delete("").unwrap();
     s.shutdown();
 }
+
+/// Runs the `delete` bootstrap command for a shim that is gone; returns its answer.
+fn delete_command(s: &DirectShim) -> api::DeleteResponse {
+    let out = std::process::Command::new(bin("kura-shim"))
+        .args([
+            "-namespace",
+            &s.ns,
+            "-address",
+            "/run/kura/kura.sock",
+            "-id",
+            &s.id,
+        ])
+        .arg("-bundle")
+        .arg(&s.bundle)
+        .arg("delete")
+        .current_dir(&s.bundle)
+        .env("KURA_SHIM_RUN_DIR", s.scratch.join("run"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "delete: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    api::DeleteResponse::parse_from_bytes(&out.stdout).unwrap()
+}
+
+#[test]
+fn delete_command_cleans_up_after_a_killed_shim() {
+    require_root!();
+    let rt = bin("kura-runtime").display().to_string();
+
+    // The container outlives a killed shim; `delete` kills it and reports 137.
+    let s = DirectShim::start("shim-dead", &["sleep", "300"]);
+    let pid = s.create(&rt, ("", "", ""), false, None).unwrap().pid as i32;
+    s.client.start(DirectShim::ctx(), &s.start_req("")).unwrap();
+    unsafe { libc::kill(s.shim_pid, libc::SIGKILL) };
+    kura_integration::shim::wait_for("shim death", Duration::from_secs(5), || !alive(s.shim_pid));
+    assert!(alive(pid), "container outlives its shim");
+    let d = delete_command(&s);
+    assert_eq!((d.exit_status, d.pid as i32), (137, pid));
+    kura_integration::shim::wait_for("container gone", Duration::from_secs(5), || !alive(pid));
+    let st = std::process::Command::new(&rt)
+        .arg("--root")
+        .arg(&s.runtime_root)
+        .args(["state", &s.id])
+        .output()
+        .unwrap();
+    assert!(!st.status.success(), "runtime state removed");
+
+    // A shim that recorded the exit before dying: `delete` reports the real status.
+    let s = DirectShim::start("shim-dead-exit", &["sh", "-c", "exit 9"]);
+    s.create(&rt, ("", "", ""), false, None).unwrap();
+    s.client.start(DirectShim::ctx(), &s.start_req("")).unwrap();
+    assert_eq!(s.wait("").exit_status, 9);
+    unsafe { libc::kill(s.shim_pid, libc::SIGKILL) };
+    kura_integration::shim::wait_for("shim death", Duration::from_secs(5), || !alive(s.shim_pid));
+    let d = delete_command(&s);
+    assert_eq!(d.exit_status, 9);
+    assert!(d.exited_at.seconds > 0);
+}
