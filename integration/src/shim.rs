@@ -410,6 +410,11 @@ pub struct DirectShim {
 impl DirectShim {
     /// Starts a shim for a fresh busybox bundle (`args` as the container's process).
     pub fn start(name: &str, args: &[&str]) -> DirectShim {
+        DirectShim::start_env(name, args, &[])
+    }
+
+    /// Like [`DirectShim::start`], with extra environment for the shim.
+    pub fn start_env(name: &str, args: &[&str], env: &[(&str, &str)]) -> DirectShim {
         let scratch = Scratch::new(name);
         let id = unique_id("shim");
         let ns = unique_id("kns");
@@ -454,6 +459,7 @@ impl DirectShim {
             .current_dir(&bundle)
             .env("KURA_SHIM_RUN_DIR", &run_dir)
             .env("TTRPC_ADDRESS", &ev_sock)
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .output()
             .unwrap();

@@ -380,3 +380,18 @@ fn delete_command_cleans_up_after_a_killed_shim() {
     assert_eq!(d.exit_status, 9);
     assert!(d.exited_at.seconds > 0);
 }
+
+#[test]
+fn shim_without_a_container_gives_up() {
+    require_root!();
+    // A manager that dies between `start` and Create must not leave a shim forever.
+    let s = DirectShim::start_env("shim-idle", &["true"], &[("KURA_SHIM_IDLE_EXIT", "1")]);
+    assert!(alive(s.shim_pid));
+    kura_integration::shim::wait_for("idle shim to exit", Duration::from_secs(10), || {
+        !alive(s.shim_pid)
+    });
+    assert!(
+        !Path::new(s.address.trim_start_matches("unix://")).exists(),
+        "socket removed"
+    );
+}

@@ -282,6 +282,7 @@ fn ticks_per_second() -> u64 {
 
 /// Watches one cgroup for OOM kills. The main loop polls `fd()` and calls `ready()`.
 pub struct OomWatch {
+    pub container_id: String,
     fd: OwnedFd,
     kind: WatchKind,
 }
@@ -301,7 +302,8 @@ pub enum OomState {
 }
 
 impl OomWatch {
-    pub fn new(cg: &Cgroup) -> io::Result<OomWatch> {
+    pub fn new(container_id: &str, cg: &Cgroup) -> io::Result<OomWatch> {
+        let container_id = container_id.to_string();
         match cg {
             Cgroup::V1(c) => {
                 let dir = c
@@ -319,6 +321,7 @@ impl OomWatch {
                     format!("{} {}", fd.as_raw_fd(), ctl.as_raw_fd()),
                 )?;
                 Ok(OomWatch {
+                    container_id,
                     fd,
                     kind: WatchKind::V1 { dir },
                 })
@@ -337,6 +340,7 @@ impl OomWatch {
                 }
                 let last = read_kv(&events).get("oom_kill").copied().unwrap_or(0);
                 Ok(OomWatch {
+                    container_id,
                     fd,
                     kind: WatchKind::V2 { events, last },
                 })

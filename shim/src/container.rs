@@ -189,7 +189,7 @@ impl Container {
         });
         c.watch_exit(&init, pid);
         if let Some(cg) = &c.cgroup {
-            match OomWatch::new(cg) {
+            match OomWatch::new(&c.id, cg) {
                 Ok(w) => env.control.watch_oom(w),
                 Err(e) => log::debug(&format!("no OOM events for {}: {e}", c.id)),
             }

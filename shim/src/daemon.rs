@@ -18,6 +18,10 @@ use std::io::Read;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::fs::OpenOptionsExt;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// How long a shim without a container waits for one (`KURA_SHIM_IDLE_EXIT` seconds).
+const IDLE_EXIT: Duration = Duration::from_secs(300);
 
 /// The listening socket `start` hands to the daemon.
 pub const LISTENER_FD: RawFd = 3;
@@ -163,7 +167,22 @@ fn main_loop(
     service: &Service,
 ) {
     let mut watches: Vec<OomWatch> = Vec::new();
+    // A shim that holds no container and hears nothing (its manager died between
+    // `start` and Create, or after Delete without Shutdown) would otherwise live
+    // forever; it gives up after a while.
+    let idle_limit = std::env::var("KURA_SHIM_IDLE_EXIT")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .map(Duration::from_secs)
+        .unwrap_or(IDLE_EXIT);
+    let mut idle_since = Instant::now();
     loop {
+        if !service.idle() {
+            idle_since = Instant::now();
+        } else if idle_since.elapsed() >= idle_limit {
+            log::info("no container for too long; exiting");
+            return;
+        }
         let mut fds = vec![
             libc::pollfd {
                 fd: sigfd.as_raw_fd(),
@@ -181,7 +200,8 @@ fn main_loop(
             events: libc::POLLIN,
             revents: 0,
         }));
-        let n = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, -1) };
+        let timeout = idle_limit.min(Duration::from_secs(10)).as_millis().max(100) as i32;
+        let n = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, timeout) };
         if n < 0 {
             continue;
         }
@@ -224,7 +244,7 @@ fn main_loop(
         for f in &fds[2..] {
             if f.revents != 0 {
                 match watches[i].ready() {
-                    OomState::Oom => service.oom(),
+                    OomState::Oom => service.oom(&watches[i].container_id),
                     OomState::Nothing => {}
                     OomState::Gone => {
                         watches.remove(i);

@@ -55,15 +55,23 @@ impl Service {
         self.container.lock().unwrap().is_some()
     }
 
-    /// Called by the main loop when the container's cgroup reports an OOM kill.
-    pub fn oom(&self) {
-        if let Some(c) = self.container.lock().unwrap().as_ref() {
-            let mut ev = TaskOOM::new();
-            ev.container_id = c.id.clone();
-            self.env
-                .publisher
-                .publish(topic::TASK_OOM, type_url::TASK_OOM, &ev);
+    /// Whether the shim holds no container and no Create is under way. Never blocks:
+    /// the main loop asks, and a Create holds the lock while it waits for the main
+    /// loop to reap the runtime.
+    pub fn idle(&self) -> bool {
+        match self.container.try_lock() {
+            Ok(g) => g.is_none(),
+            Err(_) => false,
         }
+    }
+
+    /// Called by the main loop when a container's cgroup reports an OOM kill.
+    pub fn oom(&self, container_id: &str) {
+        let mut ev = TaskOOM::new();
+        ev.container_id = container_id.to_string();
+        self.env
+            .publisher
+            .publish(topic::TASK_OOM, type_url::TASK_OOM, &ev);
     }
 
     fn do_create(&self, req: api::CreateTaskRequest) -> Result<api::CreateTaskResponse> {
