@@ -395,3 +395,39 @@ fn shim_without_a_container_gives_up() {
         "socket removed"
     );
 }
+
+#[test]
+fn exec_with_a_tty() {
+    require_root!();
+    for rt in runtimes() {
+        let s = DirectShim::start("shim-exec-tty", &["sleep", "300"]);
+        s.create(&rt, ("", "", ""), false, None)
+            .unwrap_or_else(|e| panic!("{rt}: {e:?}"));
+        s.client.start(DirectShim::ctx(), &s.start_req("")).unwrap();
+        let o = s.fifo("tout");
+        let mut process = s.config["process"].clone();
+        process["args"] = serde_json::json!(["sh", "-c", "tty; exit 2"]);
+        process["terminal"] = serde_json::json!(true);
+        let mut spec = protobuf::well_known_types::any::Any::new();
+        spec.type_url = "types.containerd.io/opencontainers/runtime-spec/1/Process".into();
+        spec.value = process.to_string().into_bytes();
+        let mut ex = api::ExecProcessRequest::new();
+        ex.id = s.id.clone();
+        ex.exec_id = "t1".into();
+        ex.terminal = true;
+        ex.stdout = o.display().to_string();
+        ex.spec = protobuf::MessageField::some(spec);
+        s.client.exec(DirectShim::ctx(), &ex).unwrap();
+        s.client
+            .start(DirectShim::ctx(), &s.start_req("t1"))
+            .unwrap_or_else(|e| panic!("{rt}: exec start: {e:?}"));
+        let out = reader(&o);
+        assert_eq!(s.wait("t1").exit_status, 2, "{rt}");
+        let text = out.join().unwrap();
+        assert!(text.contains("/dev/pts/"), "{rt}: {text:?}");
+        s.kill("", 9, false).unwrap();
+        s.wait("");
+        s.delete("").unwrap();
+        s.shutdown();
+    }
+}

@@ -26,6 +26,18 @@ fn exit_status_survives_a_dead_containerd() {
         "-c",
         "trap 'exit 7' TERM; while true; do sleep 0.1; done",
     ]);
+    // A second container just keeps running through the restart.
+    let keep = "keeper";
+    ctd.ok(&[
+        "run",
+        "-d",
+        "--runtime",
+        RUNTIME,
+        image,
+        keep,
+        "sleep",
+        "300",
+    ]);
     let bundle = ctd.bundle(id);
     let shim = read_pid(&bundle.join("shim.pid"));
     let init = read_pid(&bundle.join("init.pid"));
@@ -62,4 +74,24 @@ fn exit_status_survives_a_dead_containerd() {
     ctd.ok(&["task", "delete", id]);
     ctd.ok(&["container", "rm", id]);
     wait_for("shim to exit", Duration::from_secs(10), || !alive(shim));
+
+    // The running one is still managed: exec, kill, delete.
+    assert_eq!(ctd.task_status(keep), "RUNNING");
+    let o = ctd.ctr(&[
+        "task",
+        "exec",
+        "--exec-id",
+        "after",
+        keep,
+        "echo",
+        "still here",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(String::from_utf8_lossy(&o.stdout), "still here\n");
+    ctd.ok(&["task", "kill", "-s", "SIGKILL", keep]);
+    wait_for("keeper to stop", Duration::from_secs(10), || {
+        ctd.task_status(keep) == "STOPPED"
+    });
+    ctd.ok(&["task", "delete", keep]);
+    ctd.ok(&["container", "rm", keep]);
 }

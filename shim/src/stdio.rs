@@ -27,6 +27,8 @@ pub struct StdioSpec {
 /// Copier threads are small: a stack buffer and a few frames.
 const COPIER_STACK: usize = 64 * 1024;
 const BUF: usize = 8 * 1024;
+/// How long output may wait in a FIFO for its reader after the process is gone.
+const LINGER: Duration = Duration::from_secs(10);
 
 pub fn pipe() -> io::Result<(File, File)> {
     let mut fds = [0; 2];
@@ -138,9 +140,10 @@ impl Io {
             .name("stdout".into())
             .stack_size(COPIER_STACK)
             .spawn(move || {
-                copy_output(src, sink, log);
+                let sink = copy_output(src, sink, log);
                 *pending.n.lock().unwrap() -= 1;
                 pending.cv.notify_all();
+                linger(sink);
             });
         if let Err(e) = r {
             *self.pending.n.lock().unwrap() -= 1;
@@ -194,7 +197,12 @@ impl Io {
     }
 }
 
-fn copy_output(mut src: File, mut sink: Option<File>, mut log: Option<StreamWriter>) {
+/// Copies until the process side closes; returns the sink, still open.
+fn copy_output(
+    mut src: File,
+    mut sink: Option<File>,
+    mut log: Option<StreamWriter>,
+) -> Option<File> {
     let mut buf = [0u8; BUF];
     loop {
         let n = match src.read(&mut buf) {
@@ -215,6 +223,22 @@ fn copy_output(mut src: File, mut sink: Option<File>, mut log: Option<StreamWrit
     }
     if let Some(l) = log.as_mut() {
         l.finish();
+    }
+    sink
+}
+
+/// Closing the last open end of a FIFO discards what is still in it. A client that
+/// opens its end late (after a short exec already finished) would lose the output,
+/// so the sink stays open, for a bounded time, until the FIFO has been read.
+fn linger(sink: Option<File>) {
+    let Some(f) = sink else { return };
+    let deadline = std::time::Instant::now() + LINGER;
+    while std::time::Instant::now() < deadline {
+        let mut unread: libc::c_int = 0;
+        if unsafe { libc::ioctl(f.as_raw_fd(), libc::FIONREAD, &mut unread) } < 0 || unread == 0 {
+            return;
+        }
+        thread::sleep(Duration::from_millis(10));
     }
 }
 
