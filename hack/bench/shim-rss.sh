@@ -2,12 +2,18 @@
 # Memory of idle shims: N containers (`sleep`) through containerd with kura-shim
 # (io.containerd.kura.v2) and with containerd's runc shim (io.containerd.runc.v2),
 # then VmRSS and Pss (smaps_rollup) of each shim after they settle.
-# usage: hack/bench/shim-rss.sh [N]   (needs root, containerd, runc; BIN_DIR= for kura-shim)
+# By default it measures the shim as shipped, built by hack/shim-build-static.sh;
+# SHIM=path measures another build (e.g. target/release/kura-shim, the dynamic one).
+# kura-runtime is not needed: the containers run `sleep`, through kura-runtime found
+# next to the shim or on PATH (KURA_SHIM_RUNTIME=runc to use runc).
+# usage: hack/bench/shim-rss.sh [N]   (needs root, containerd, runc)
 set -eu
 n=${1:-1}
 here=$(cd "$(dirname "$0")/.." && pwd)
-bin_dir=${BIN_DIR:-$here/../target/release}
-[ -x "$bin_dir/kura-shim" ] || { echo "no $bin_dir/kura-shim (cargo build --release, or BIN_DIR=)" >&2; exit 1; }
+shim=${SHIM:-$("$here/shim-build-static.sh")}
+case $shim in /*) ;; *) shim=$here/../$shim ;; esac
+[ -x "$shim" ] || { echo "no $shim" >&2; exit 1; }
+rt_dir=$(dirname "$(readlink -f "$here/../target/release/kura-runtime" 2>/dev/null || echo /nonexistent)")
 d=$(mktemp -d /tmp/kura-shim-rss.XXXXXX)
 ns=shimrss
 cleanup() {
@@ -29,7 +35,10 @@ cleanup() {
 }
 trap cleanup EXIT
 mkdir -p "$d/bin"
-ln -s "$(readlink -f "$bin_dir/kura-shim")" "$d/bin/containerd-shim-kura-v2"
+ln -s "$(readlink -f "$shim")" "$d/bin/containerd-shim-kura-v2"
+# The shim looks for kura-runtime next to itself, then on PATH.
+[ -x "$rt_dir/kura-runtime" ] && ln -s "$rt_dir/kura-runtime" "$d/bin/kura-runtime"
+command -v kura-runtime >/dev/null || [ -e "$d/bin/kura-runtime" ] || export KURA_SHIM_RUNTIME=${KURA_SHIM_RUNTIME:-runc}
 cat >"$d/config.toml" <<T
 version = 2
 root = "$d/root"
