@@ -202,6 +202,23 @@ fn exec_pids_stats_pause_kill_close_stdin() {
             }
         );
 
+        // A running exec shows up in Pids with its exec id.
+        let mut process = s.config["process"].clone();
+        process["args"] = serde_json::json!(["sleep", "300"]);
+        let mut spec = protobuf::well_known_types::any::Any::new();
+        spec.type_url = "types.containerd.io/opencontainers/runtime-spec/1/Process".into();
+        spec.value = process.to_string().into_bytes();
+        let mut ex = api::ExecProcessRequest::new();
+        ex.id = s.id.clone();
+        ex.exec_id = "sleeper".into();
+        ex.spec = protobuf::MessageField::some(spec);
+        s.client.exec(DirectShim::ctx(), &ex).unwrap();
+        let spid = s
+            .client
+            .start(DirectShim::ctx(), &s.start_req("sleeper"))
+            .unwrap()
+            .pid;
+
         let mut pr = api::PidsRequest::new();
         pr.id = s.id.clone();
         let pids = s.client.pids(DirectShim::ctx(), &pr).unwrap();
@@ -209,6 +226,15 @@ fn exec_pids_stats_pause_kill_close_stdin() {
             pids.processes.iter().any(|p| p.pid == r.pid),
             "{rt}: {pids:?}"
         );
+        let info = pids
+            .processes
+            .iter()
+            .find(|p| p.pid == spid)
+            .and_then(|p| p.info.as_ref())
+            .unwrap_or_else(|| panic!("{rt}: exec {spid} without info: {pids:?}"));
+        let d = containerd_shim_protos::shim::oci::ProcessDetails::parse_from_bytes(&info.value)
+            .unwrap();
+        assert_eq!(d.exec_id, "sleeper");
 
         let mut sr = api::StatsRequest::new();
         sr.id = s.id.clone();
@@ -427,6 +453,40 @@ fn exec_with_a_tty() {
         assert!(text.contains("/dev/pts/"), "{rt}: {text:?}");
         s.kill("", 9, false).unwrap();
         s.wait("");
+        s.delete("").unwrap();
+        s.shutdown();
+    }
+}
+
+#[test]
+fn without_a_pid_namespace_leftovers_die_with_the_init() {
+    require_root!();
+    for rt in runtimes() {
+        let mut s = DirectShim::start(
+            "shim-nopidns",
+            &[
+                "sh",
+                "-c",
+                "sleep 300 & echo $! > /tmp/bg; sleep 0.3; exit 3",
+            ],
+        );
+        let ns = s.config["linux"]["namespaces"].as_array().unwrap().clone();
+        s.config["linux"]["namespaces"] =
+            serde_json::Value::Array(ns.into_iter().filter(|n| n["type"] != "pid").collect());
+        s.create(&rt, ("", "", ""), false, None)
+            .unwrap_or_else(|e| panic!("{rt}: {e:?}"));
+        s.client.start(DirectShim::ctx(), &s.start_req("")).unwrap();
+        assert_eq!(s.wait("").exit_status, 3, "{rt}");
+        let bg: i32 = std::fs::read_to_string(s.bundle.join("rootfs/tmp/bg"))
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        kura_integration::shim::wait_for(
+            "background process killed",
+            Duration::from_secs(5),
+            || !alive(bg),
+        );
         s.delete("").unwrap();
         s.shutdown();
     }

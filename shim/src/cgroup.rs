@@ -89,6 +89,19 @@ impl Cgroup {
         }
     }
 
+    /// The pids in the cgroup.
+    pub fn procs(&self) -> Vec<u32> {
+        let dir = match self {
+            Cgroup::V2(d) => Some(d.clone()),
+            Cgroup::V1(c) => ["pids", "memory", "cpuacct", "freezer", "devices"]
+                .iter()
+                .find_map(|k| c.get(*k).cloned()),
+        };
+        dir.and_then(|d| std::fs::read_to_string(d.join("cgroup.procs")).ok())
+            .map(|t| t.lines().filter_map(|l| l.trim().parse().ok()).collect())
+            .unwrap_or_default()
+    }
+
     /// Metrics packed as containerd's Stats response carries them.
     pub fn stats(&self) -> io::Result<Any> {
         let (url, value) = match self {

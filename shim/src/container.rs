@@ -45,6 +45,8 @@ pub struct Container {
     pub execs: Mutex<HashMap<String, Arc<Proc>>>,
     pub cgroup: Option<Cgroup>,
     mounted_rootfs: bool,
+    /// The container has no pid namespace of its own (host's, or another's).
+    shares_pid_ns: bool,
     env: Env,
 }
 
@@ -97,6 +99,21 @@ fn mount_rootfs(bundle: &Path, rootfs: &[Mount]) -> Result<bool> {
         }
     }
     Ok(true)
+}
+
+/// Whether config.json gives the container a new pid namespace (a `pid` entry
+/// without a path to join). Unreadable config: assume it does, the common case.
+fn own_pid_namespace(bundle: &Path) -> bool {
+    let Ok(text) = std::fs::read(bundle.join("config.json")) else {
+        return true;
+    };
+    let Ok(v) = serde_json::from_slice::<serde_json::Value>(&text) else {
+        return true;
+    };
+    v["linux"]["namespaces"].as_array().is_some_and(|ns| {
+        ns.iter()
+            .any(|n| n["type"] == "pid" && n["path"].as_str().map_or(true, str::is_empty))
+    })
 }
 
 fn read_pid(path: &Path) -> Result<u32> {
@@ -185,6 +202,7 @@ impl Container {
             execs: Mutex::new(HashMap::new()),
             cgroup,
             mounted_rootfs,
+            shares_pid_ns: !own_pid_namespace(req.bundle),
             env: env.clone(),
         });
         c.watch_exit(&init, pid);
@@ -235,6 +253,9 @@ impl Container {
                 log::warn(&format!("record exit of {}: {err}", self.id));
             }
         }
+        if p.exec_id.is_empty() && self.shares_pid_ns {
+            self.kill_leftovers();
+        }
         if let Some(io) = p.io() {
             io.drain(DRAIN_TIMEOUT);
         }
@@ -252,6 +273,40 @@ impl Container {
         self.env
             .publisher
             .publish(topic::TASK_EXIT, type_url::TASK_EXIT, &ev);
+    }
+
+    /// Without a pid namespace of its own, the container's other processes do not die
+    /// with its init; the container is over, so they are killed (as runc's shim does).
+    fn kill_leftovers(&self) {
+        let execs: Vec<Arc<Proc>> = self.execs.lock().unwrap().values().cloned().collect();
+        for e in execs {
+            let s = e.state();
+            if matches!(s.status, Status::Running | Status::Paused) && s.pid > 0 {
+                unsafe { libc::kill(s.pid as i32, libc::SIGKILL) };
+            }
+        }
+        // Whatever else the init started: the runtime knows the cgroup (runc signals a
+        // stopped container's cgroup with --all; not every runtime does, so the shim
+        // also signals what is left in the cgroup itself).
+        let _ = self
+            .runtime
+            .kill(&self.env.reaper, &self.id, libc::SIGKILL as u32, true);
+        if let Some(cg) = &self.cgroup {
+            for pid in cg.procs() {
+                unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+            }
+        }
+    }
+
+    /// Exec'd processes by pid, for Pids.
+    pub fn exec_pids(&self) -> HashMap<u32, String> {
+        self.execs
+            .lock()
+            .unwrap()
+            .values()
+            .map(|p| (p.pid(), p.exec_id.clone()))
+            .filter(|(pid, _)| *pid > 0)
+            .collect()
     }
 
     pub fn process(&self, exec_id: &str) -> Result<Arc<Proc>> {

@@ -14,9 +14,10 @@ use containerd_shim_protos::events::task::{
     TaskCreate, TaskDelete, TaskExecAdded, TaskExecStarted, TaskIO, TaskOOM, TaskPaused,
     TaskResumed, TaskStart,
 };
+use containerd_shim_protos::shim::oci::ProcessDetails;
 use containerd_shim_protos::types::task::ProcessInfo;
 use containerd_shim_protos::Task;
-use protobuf::MessageField;
+use protobuf::{Message, MessageField};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use ttrpc::TtrpcContext;
@@ -231,9 +232,19 @@ impl Task for Service {
             (|| {
                 let c = self.container(&req.id)?;
                 let mut r = api::PidsResponse::new();
+                let execs = c.exec_pids();
                 for pid in c.pids()? {
                     let mut pi = ProcessInfo::new();
                     pi.pid = pid;
+                    // Tells clients which pid is which exec (ctr task ps's INFO column).
+                    if let Some(exec_id) = execs.get(&pid) {
+                        let mut d = ProcessDetails::new();
+                        d.exec_id = exec_id.clone();
+                        let mut any = protobuf::well_known_types::any::Any::new();
+                        any.type_url = "containerd.runc.v1.ProcessDetails".into();
+                        any.value = d.write_to_bytes().unwrap_or_default();
+                        pi.info = MessageField::some(any);
+                    }
                     r.processes.push(pi);
                 }
                 Ok(r)
