@@ -114,3 +114,46 @@ impl Reaper {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    /// Stands in for the daemon's main loop: reaps until told to stop.
+    fn reaping(r: &Arc<Reaper>) -> Arc<std::sync::atomic::AtomicBool> {
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (r, s) = (r.clone(), stop.clone());
+        std::thread::spawn(move || {
+            while !s.load(std::sync::atomic::Ordering::Relaxed) {
+                r.reap();
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        });
+        stop
+    }
+
+    #[test]
+    fn exits_reach_their_subscribers_also_when_reaped_first() {
+        let r = Arc::new(Reaper::default());
+        let stop = reaping(&r);
+        let (_, rx) = r.spawn(Command::new("sh").args(["-c", "exit 3"])).unwrap();
+        assert_eq!(rx.recv().unwrap().status, 3);
+        let (_, rx) = r
+            .spawn(Command::new("sh").args(["-c", "kill -9 $$"]))
+            .unwrap();
+        assert_eq!(rx.recv().unwrap().status, 137);
+
+        // A process nobody subscribed to yet (a container init whose pid file we have
+        // not read): its exit waits for `watch`.
+        let child = Command::new("sh").args(["-c", "exit 5"]).spawn().unwrap();
+        let pid = child.id() as i32;
+        std::thread::sleep(Duration::from_millis(200));
+        let (tx, got) = sync_channel(1);
+        r.watch(pid, Box::new(move |e| tx.send(e).unwrap()));
+        let e = got.recv_timeout(Duration::from_secs(5)).unwrap();
+        assert_eq!((e.pid, e.status), (pid, 5));
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+}
