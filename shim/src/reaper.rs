@@ -147,6 +147,8 @@ mod tests {
 
         // A process nobody subscribed to yet (a container init whose pid file we have
         // not read): its exit waits for `watch`.
+        // Not waited for here on purpose: the reaper collects it.
+        #[allow(clippy::zombie_processes)]
         let child = Command::new("sh").args(["-c", "exit 5"]).spawn().unwrap();
         let pid = child.id() as i32;
         std::thread::sleep(Duration::from_millis(200));
