@@ -228,16 +228,19 @@ impl Container {
                     .stack_size(256 * 1024)
                     .spawn({
                         let (c, p) = (c.clone(), p.clone());
-                        move || c.process_exited(&p, e)
+                        move || c.process_exited(&p, e, true)
                     });
                 if spawned.is_err() {
-                    c.process_exited(&p, e);
+                    // On the main loop: nothing here may wait for the reaper.
+                    c.process_exited(&p, e, false);
                 }
             }),
         );
     }
 
-    fn process_exited(&self, p: &Proc, e: Exit) {
+    /// `may_block`: false when running on the main loop (which reaps), so no runtime
+    /// command may run and output is not waited for.
+    fn process_exited(&self, p: &Proc, e: Exit, may_block: bool) {
         let info = ExitInfo {
             status: e.status as u32,
             at: e.at,
@@ -254,10 +257,14 @@ impl Container {
             }
         }
         if p.exec_id.is_empty() && self.shares_pid_ns {
-            self.kill_leftovers();
+            self.kill_leftovers(may_block);
         }
         if let Some(io) = p.io() {
-            io.drain(DRAIN_TIMEOUT);
+            io.drain(if may_block {
+                DRAIN_TIMEOUT
+            } else {
+                Duration::ZERO
+            });
         }
         p.set_exited(info);
         let mut ev = TaskExit::new();
@@ -277,7 +284,7 @@ impl Container {
 
     /// Without a pid namespace of its own, the container's other processes do not die
     /// with its init; the container is over, so they are killed (as runc's shim does).
-    fn kill_leftovers(&self) {
+    fn kill_leftovers(&self, may_run_runtime: bool) {
         let execs: Vec<Arc<Proc>> = self.execs.lock().unwrap().values().cloned().collect();
         for e in execs {
             let s = e.state();
@@ -288,9 +295,11 @@ impl Container {
         // Whatever else the init started: the runtime knows the cgroup (runc signals a
         // stopped container's cgroup with --all; not every runtime does, so the shim
         // also signals what is left in the cgroup itself).
-        let _ = self
-            .runtime
-            .kill(&self.env.reaper, &self.id, libc::SIGKILL as u32, true);
+        if may_run_runtime {
+            let _ = self
+                .runtime
+                .kill(&self.env.reaper, &self.id, libc::SIGKILL as u32, true);
+        }
         if let Some(cg) = &self.cgroup {
             for pid in cg.procs() {
                 unsafe { libc::kill(pid as i32, libc::SIGKILL) };
