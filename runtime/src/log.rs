@@ -127,9 +127,14 @@ pub fn step(name: &str) {
     use std::sync::OnceLock;
     use std::time::Instant;
     static START: OnceLock<Option<Instant>> = OnceLock::new();
-    let start = START.get_or_init(|| std::env::var_os("KURA_RUNTIME_TRACE").map(|_| Instant::now()));
+    let start =
+        START.get_or_init(|| std::env::var_os("KURA_RUNTIME_TRACE").map(|_| Instant::now()));
     if let Some(t0) = start {
-        let line = format!("trace {:>6} {:>8}us {name}\n", std::process::id(), t0.elapsed().as_micros());
+        let line = format!(
+            "trace {:>6} {:>8}us {name}\n",
+            std::process::id(),
+            t0.elapsed().as_micros()
+        );
         unsafe { libc::write(2, line.as_ptr().cast(), line.len()) };
     }
 }
