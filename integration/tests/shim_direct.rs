@@ -491,3 +491,39 @@ fn without_a_pid_namespace_leftovers_die_with_the_init() {
         s.shutdown();
     }
 }
+
+#[test]
+fn a_client_that_stops_reading_does_not_stop_a_logged_container() {
+    require_root!();
+    let rt = bin("kura-runtime").display().to_string();
+    // 1 MB of output into a FIFO nobody reads (a manager killed while attached).
+    let s = DirectShim::start(
+        "shim-stall",
+        &[
+            "sh",
+            "-c",
+            "head -c 1000000 /dev/zero | tr '\\0' x; echo; echo end",
+        ],
+    );
+    let o = s.fifo("out");
+    let log = s.scratch.join("c.log");
+    s.create(&rt, ("", o.to_str().unwrap(), ""), false, Some(&log))
+        .unwrap();
+    s.client.start(DirectShim::ctx(), &s.start_req("")).unwrap();
+    // Without the defence the container blocks on its full stdout pipe and this
+    // wait never returns.
+    assert_eq!(s.wait("").exit_status, 0);
+    let logged = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        logged.lines().any(|l| l.ends_with(" stdout F end")),
+        "log complete"
+    );
+    let xs: usize = logged
+        .lines()
+        .filter_map(|l| l.splitn(4, ' ').nth(3))
+        .map(|t| t.bytes().filter(|b| *b == b'x').count())
+        .sum();
+    assert_eq!(xs, 1_000_000, "every byte logged");
+    s.delete("").unwrap();
+    s.shutdown();
+}

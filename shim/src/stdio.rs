@@ -198,11 +198,8 @@ impl Io {
 }
 
 /// Copies until the process side closes; returns the sink, still open.
-fn copy_output(
-    mut src: File,
-    mut sink: Option<File>,
-    mut log: Option<StreamWriter>,
-) -> Option<File> {
+fn copy_output(mut src: File, sink: Option<File>, mut log: Option<StreamWriter>) -> Option<File> {
+    let mut sink = sink.map(|f| Sink::new(f, log.is_some()));
     let mut buf = [0u8; BUF];
     loop {
         let n = match src.read(&mut buf) {
@@ -216,7 +213,7 @@ fn copy_output(
             l.write(&buf[..n]);
         }
         if let Some(s) = sink.as_mut() {
-            if s.write_all(&buf[..n]).is_err() {
+            if s.write(&buf[..n]).is_err() {
                 sink = None;
             }
         }
@@ -224,7 +221,70 @@ fn copy_output(
     if let Some(l) = log.as_mut() {
         l.finish();
     }
-    sink
+    sink.map(|s| s.file)
+}
+
+/// How long a full FIFO may hold up a logged stream before its copy is dropped.
+const STALL: Duration = Duration::from_secs(2);
+
+/// A client's FIFO (or file). A reader that stops reading (a manager killed while
+/// attached) must not stop the log nor, through the full pipe, the container: when the
+/// stream is also logged, a FIFO full for longer than STALL is skipped, without
+/// further waiting, until its reader catches up; the log keeps everything. Without a
+/// log the FIFO is the only copy, so writes wait for the reader, as containerd's
+/// shims do.
+struct Sink {
+    file: File,
+    bounded: bool,
+    stalled: bool,
+}
+
+impl Sink {
+    fn new(file: File, bounded: bool) -> Sink {
+        unsafe {
+            let fd = file.as_raw_fd();
+            let fl = libc::fcntl(fd, libc::F_GETFL);
+            libc::fcntl(fd, libc::F_SETFL, fl | libc::O_NONBLOCK);
+        }
+        Sink {
+            file,
+            bounded,
+            stalled: false,
+        }
+    }
+
+    fn write(&mut self, mut data: &[u8]) -> io::Result<()> {
+        while !data.is_empty() {
+            match (&self.file).write(data) {
+                Ok(n) => {
+                    data = &data[n..];
+                    self.stalled = false;
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    if self.stalled {
+                        return Ok(());
+                    }
+                    let timeout = if self.bounded {
+                        STALL.as_millis() as i32
+                    } else {
+                        -1
+                    };
+                    let mut p = libc::pollfd {
+                        fd: self.file.as_raw_fd(),
+                        events: libc::POLLOUT,
+                        revents: 0,
+                    };
+                    if unsafe { libc::poll(&mut p, 1, timeout) } == 0 {
+                        self.stalled = true;
+                        return Ok(());
+                    }
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
 }
 
 /// Closing the last open end of a FIFO discards what is still in it. A client that
