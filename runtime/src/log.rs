@@ -104,22 +104,6 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
     (if m <= 2 { y + 1 } else { y }, m, d)
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use std::time::Duration;
-
-    #[test]
-    fn rfc3339_known_dates() {
-        assert_eq!(
-            rfc3339(SystemTime::UNIX_EPOCH),
-            "1970-01-01T00:00:00.000000000Z"
-        );
-        let t = SystemTime::UNIX_EPOCH + Duration::new(1_709_251_199, 5);
-        assert_eq!(rfc3339(t), "2024-02-29T23:59:59.000000005Z");
-    }
-}
-
 /// Step timings for profiling the start path: `KURA_RUNTIME_TRACE=1` prints the
 /// microseconds since the process started at each named step, to stderr. Off, it
 /// costs one cached environment check per step.
@@ -136,5 +120,21 @@ pub fn step(name: &str) {
             t0.elapsed().as_micros()
         );
         unsafe { libc::write(2, line.as_ptr().cast(), line.len()) };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn rfc3339_known_dates() {
+        assert_eq!(
+            rfc3339(SystemTime::UNIX_EPOCH),
+            "1970-01-01T00:00:00.000000000Z"
+        );
+        let t = SystemTime::UNIX_EPOCH + Duration::new(1_709_251_199, 5);
+        assert_eq!(rfc3339(t), "2024-02-29T23:59:59.000000005Z");
     }
 }
