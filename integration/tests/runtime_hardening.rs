@@ -24,7 +24,19 @@ fn sha(p: &Path) -> Vec<u8> {
 #[test]
 fn runtime_binary_cannot_be_overwritten_from_the_container() {
     require_root!();
-    let mut rt = Rt::new("cve-5736");
+    attack_runtime_binary("ro-mount", None);
+}
+
+/// The same attack against the fallback defence (sealed memfd copy), used where a
+/// detached read-only mount of the binary cannot be made.
+#[test]
+fn runtime_binary_cannot_be_overwritten_with_the_memfd_fallback() {
+    require_root!();
+    attack_runtime_binary("memfd", Some("memfd"));
+}
+
+fn attack_runtime_binary(name: &str, guard: Option<&str>) {
+    let mut rt = Rt::new(&format!("cve-5736-{name}"));
     let copy_dir = Scratch::new("rt-copy");
     let copy = copy_dir.join("kura-runtime");
     std::fs::copy(bin("kura-runtime"), &copy).unwrap();
@@ -54,6 +66,9 @@ fn runtime_binary_cannot_be_overwritten_from_the_container() {
         c.arg("--root").arg(&root).args(args);
         if std::env::var_os("KURA_GUARD_OFF").is_some() {
             c.env("KURA_RUNTIME_UNSAFE_NO_EXE_GUARD", "1");
+        }
+        if let Some(g) = guard {
+            c.env("KURA_RUNTIME_EXE_GUARD", g);
         }
         c
     };
