@@ -8,17 +8,32 @@ of any runtime command (GNU time's %M, in a separate pass). crun refuses this hy
 host unless cgroup2 is hidden, so its part runs in a mount namespace without
 /sys/fs/cgroup/unified (the script re-runs itself under `unshare -m`).
 
-usage: hack/bench/runtime.py [-n 50] [--runtimes kura,runc,crun] [--json out.json]
+usage: hack/bench/runtime.py [-n 50] [--runtimes kura,kura-dyn,kura-noguard,runc,crun] [--json out.json]
 Needs root. Never used by tests: numbers, not assertions.
 """
 import argparse, concurrent.futures, json, os, shutil, statistics, subprocess, sys, tempfile, time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(os.path.dirname(HERE))
-KURA = os.environ.get("KURA_RUNTIME", os.path.join(REPO, "target/release/kura-runtime"))
+# "kura" is the runtime as shipped (hack/runtime-build-static.sh: static-pie, opt-level s,
+# built on first use); "kura-dyn" is the plain `cargo build --release` binary the tests use.
+KURA_DYN = os.path.join(REPO, "target/release/kura-runtime")
+
+
+def shipped_kura():
+    if os.environ.get("KURA_RUNTIME"):
+        return os.environ["KURA_RUNTIME"]
+    out = subprocess.run([os.path.join(REPO, "hack/runtime-build-static.sh")],
+                         check=True, stdout=subprocess.PIPE, text=True, cwd=REPO)
+    return os.path.join(REPO, out.stdout.strip().splitlines()[-1])
+
+
+KURA = os.environ.get("KURA_RUNTIME_RESOLVED") or shipped_kura()
+os.environ["KURA_RUNTIME_RESOLVED"] = KURA  # the --inner re-runs reuse it
 RUNTIMES = {
     "kura": [KURA],
-    "kura-noguard": [KURA],  # same binary, CVE-2019-5736 memfd copy disabled: its cost
+    "kura-dyn": [KURA_DYN],
+    "kura-noguard": [KURA],  # CVE-2019-5736 guard (read-only self re-exec) disabled: its cost
     "runc": ["runc"],
     "crun": ["crun"],
 }
@@ -152,7 +167,7 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("-n", type=int, default=50)
     ap.add_argument("--warm", type=int, default=5)
-    ap.add_argument("--runtimes", default="kura,kura-noguard,runc,crun")
+    ap.add_argument("--runtimes", default="kura,kura-dyn,kura-noguard,runc,crun")
     ap.add_argument("--json")
     ap.add_argument("--inner", help=argparse.SUPPRESS)
     a = ap.parse_args()
