@@ -4,6 +4,7 @@
 usage: mkimage.py KIND OUTDIR [--tag TAG] [--size-mb N]
 
 KIND:
+  busybox   one gzip layer: busybox-static and its applet links (benchmarks, `kura run`)
   multi-gzip  the same with the zstd layer gzip'd (umoci 0.4 cannot read zstd)
   multi     busybox base (gzip) + files of every type (gzip) + whiteouts and an
             opaque dir (plain tar) + a zstd layer with a hardlink into a lower layer
@@ -271,7 +272,9 @@ def main():
         docker_archive(out)
         return
     lay = Layout(out)
-    if kind == "multi":
+    if kind == "busybox":
+        top = image(lay, [(busybox_layer(), "gzip")])
+    elif kind == "multi":
         top = multi(lay)
     elif kind == "multi-gzip":
         top = multi(lay, "gzip")
