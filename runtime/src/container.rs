@@ -45,8 +45,11 @@ pub fn start(root: &Path, id: &str) -> Result<()> {
         Status::Created => {}
         s => bail!("cannot start a container that is {s}"),
     }
-    let spec = saved_spec(root, &st)?;
-    if spec.process().is_none() {
+    let spec = match st.start_needs_spec {
+        Some(false) => None,
+        _ => Some(saved_spec(root, &st)?),
+    };
+    if spec.as_ref().is_some_and(|s| s.process().is_none()) {
         // The spec: start MUST fail without a process; the container then stops.
         let _ = kill(root, id, libc::SIGKILL, false);
         bail!("process: not set in config.json; the container cannot start");
@@ -101,11 +104,13 @@ pub fn start(root: &Path, id: &str) -> Result<()> {
         }
     }
     let _ = std::fs::remove_file(&fifo_path);
-    hooks::run_warn(
-        spec.hooks().as_ref(),
-        Kind::Poststart,
-        &st.hook_json(Status::Running),
-    );
+    if let Some(spec) = spec {
+        hooks::run_warn(
+            spec.hooks().as_ref(),
+            Kind::Poststart,
+            &st.hook_json(Status::Running),
+        );
+    }
     Ok(())
 }
 
@@ -228,16 +233,13 @@ pub fn delete(root: &Path, id: &str, force: bool) -> Result<()> {
             }
         }
     }
-    let spec = saved_spec(root, &st).ok();
-    let shares_host_mounts = spec.as_ref().is_some_and(|s| {
-        !s.linux()
-            .as_ref()
-            .and_then(|l| l.namespaces().as_ref())
-            .is_some_and(|n| {
-                n.iter()
-                    .any(|n| n.typ() == oci_spec::runtime::LinuxNamespaceType::Mount)
-            })
-    });
+    let spec = match st.delete_needs_spec {
+        Some(false) => None,
+        _ => saved_spec(root, &st).ok(),
+    };
+    let shares_host_mounts = spec
+        .as_ref()
+        .is_some_and(|s| !crate::process::has_mount_ns(s));
     if shares_host_mounts {
         crate::rootfs::unmount_under(&st.rootfs);
     }

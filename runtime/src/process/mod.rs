@@ -271,6 +271,10 @@ pub fn create(opts: CreateOpts) -> Result<(State, bool)> {
         annotations: spec.annotations().clone().unwrap_or_default(),
         cgroup: Some(cgroup.clone()),
         owner: owner_name(),
+        start_needs_spec: Some(
+            spec.process().is_none() || has_hooks(spec.hooks(), |h| h.poststart()),
+        ),
+        delete_needs_spec: Some(!has_mount_ns(&spec) || has_hooks(spec.hooks(), |h| h.poststop())),
     };
     loop {
         match parent.recv()? {
@@ -307,6 +311,25 @@ pub fn create(opts: CreateOpts) -> Result<(State, bool)> {
 }
 
 /// The host uid/gid of the container's root when the config maps ids.
+/// Whether the container gets (or joins) a mount namespace; without one its mounts
+/// are the host's, and delete must unmount them.
+pub fn has_mount_ns(spec: &oci_spec::runtime::Spec) -> bool {
+    spec.linux()
+        .as_ref()
+        .and_then(|l| l.namespaces().as_ref())
+        .is_some_and(|n| n.iter().any(|n| n.typ() == LinuxNamespaceType::Mount))
+}
+
+fn has_hooks(
+    hooks: &Option<oci_spec::runtime::Hooks>,
+    kind: impl Fn(&oci_spec::runtime::Hooks) -> &Option<Vec<oci_spec::runtime::Hook>>,
+) -> bool {
+    hooks
+        .as_ref()
+        .and_then(|h| kind(h).as_ref())
+        .is_some_and(|v| !v.is_empty())
+}
+
 fn mapped_root(spec: &oci_spec::runtime::Spec) -> Option<(u32, u32)> {
     let l = spec.linux().as_ref()?;
     let find = |maps: &Option<Vec<oci_spec::runtime::LinuxIdMapping>>| {
