@@ -274,7 +274,7 @@ pub fn create(opts: CreateOpts) -> Result<(State, bool)> {
         start_needs_spec: Some(
             spec.process().is_none() || has_hooks(spec.hooks(), |h| h.poststart()),
         ),
-        delete_needs_spec: Some(!has_mount_ns(&spec) || has_hooks(spec.hooks(), |h| h.poststop())),
+        delete_needs_spec: Some(!has_mount_ns(spec) || has_hooks(spec.hooks(), |h| h.poststop())),
     };
     loop {
         match parent.recv()? {
