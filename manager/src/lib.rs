@@ -8,6 +8,7 @@
 
 pub mod cli;
 pub mod config;
+pub mod containers;
 pub mod content;
 pub mod daemon;
 pub mod gc;

@@ -167,14 +167,20 @@ impl Io {
         thread::Builder::new()
             .name("stdin".into())
             .stack_size(COPIER_STACK)
-            .spawn(move || copy_input(fifo, stop_r, &slot))?;
+            .spawn(move || {
+                copy_input(fifo, stop_r, &slot);
+                slot.lock().unwrap().take();
+            })?;
         Ok(())
     }
 
     /// CloseIO: the container sees EOF on stdin (for a tty, input just stops).
     pub fn close_stdin(&self) {
-        self.stop_input.lock().unwrap().take();
-        self.stdin.lock().unwrap().take();
+        // With a copier running, it closes the pipe once it has passed on what the
+        // FIFO already holds; otherwise the pipe closes here.
+        if self.stop_input.lock().unwrap().take().is_none() {
+            self.stdin.lock().unwrap().take();
+        }
     }
 
     pub fn resize(&self, width: u32, height: u32) -> io::Result<()> {
@@ -324,8 +330,11 @@ fn copy_input(mut fifo: File, stop: File, slot: &Mutex<Option<File>>) {
             }
             return;
         }
-        // The stop pipe becomes readable (EOF) when CloseIO drops its write end.
+        // The stop pipe becomes readable (EOF) when CloseIO drops its write end. What
+        // the client wrote before asking for the close still goes in: `echo x | kura
+        // run -i` writes and closes at once, often before this thread has run.
         if fds[1].revents != 0 {
+            drain_input(&mut fifo, slot, &mut buf);
             return;
         }
         let n = match fifo.read(&mut buf) {
@@ -338,6 +347,29 @@ fn copy_input(mut fifo: File, stop: File, slot: &Mutex<Option<File>>) {
         let Some(dst) = g.as_mut() else { return };
         if dst.write_all(&buf[..n]).is_err() {
             g.take();
+            return;
+        }
+    }
+}
+
+/// Copies what the FIFO holds now, without waiting for more.
+fn drain_input(fifo: &mut File, slot: &Mutex<Option<File>>, buf: &mut [u8]) {
+    loop {
+        let mut pfd = libc::pollfd {
+            fd: fifo.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        if unsafe { libc::poll(&mut pfd, 1, 0) } <= 0 || pfd.revents & libc::POLLIN == 0 {
+            return;
+        }
+        let n = match fifo.read(buf) {
+            Ok(0) | Err(_) => return,
+            Ok(n) => n,
+        };
+        let mut g = slot.lock().unwrap();
+        let Some(dst) = g.as_mut() else { return };
+        if dst.write_all(&buf[..n]).is_err() {
             return;
         }
     }

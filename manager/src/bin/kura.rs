@@ -8,7 +8,13 @@ fn main() {
         .enable_all()
         .build()
         .expect("tokio runtime");
-    if let Err(e) = rt.block_on(kura_manager::cli::run(cli)) {
+    let res = rt.block_on(kura_manager::cli::run(cli));
+    // Attach threads may still block on stdin: exit without waiting for them.
+    rt.shutdown_background();
+    if let Err(e) = res {
+        if let Some(c) = e.downcast_ref::<kura_manager::cli::containers::ExitCode>() {
+            std::process::exit(c.0);
+        }
         eprintln!("kura: {e:#}");
         std::process::exit(1);
     }

@@ -9,6 +9,7 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use tonic::transport::Channel;
 
+pub mod containers;
 pub mod progress;
 
 #[derive(Parser)]
@@ -61,6 +62,119 @@ pub enum Format {
 
 #[derive(Subcommand)]
 pub enum Cmd {
+    /// Run a command in a new container (the image is pulled when missing).
+    Run {
+        /// Run in the background and print the container's id.
+        #[arg(short = 'd', long)]
+        detach: bool,
+        /// Remove the container when it exits.
+        #[arg(long)]
+        rm: bool,
+        #[command(flatten)]
+        flags: containers::RunFlags,
+    },
+    /// Create a container without starting it.
+    Create {
+        #[command(flatten)]
+        flags: containers::RunFlags,
+    },
+    /// Start created or stopped containers.
+    Start {
+        /// Attach to the output and wait for the exit.
+        #[arg(short = 'a', long)]
+        attach: bool,
+        #[arg(required = true)]
+        ids: Vec<String>,
+    },
+    /// List containers.
+    Ps {
+        /// Stopped ones too.
+        #[arg(short = 'a', long)]
+        all: bool,
+        #[arg(short = 'q', long)]
+        quiet: bool,
+        #[arg(long, value_enum, default_value_t)]
+        format: Format,
+    },
+    /// A container's output, from its log file.
+    Logs {
+        #[arg(short = 'f', long)]
+        follow: bool,
+        #[arg(long)]
+        tail: Option<usize>,
+        #[arg(short = 't', long)]
+        timestamps: bool,
+        id: String,
+    },
+    /// Run a command in a running container.
+    Exec {
+        #[arg(short = 'i', long)]
+        interactive: bool,
+        #[arg(short = 't', long)]
+        tty: bool,
+        #[arg(short = 'd', long)]
+        detach: bool,
+        #[arg(short = 'e', long = "env")]
+        env: Vec<String>,
+        #[arg(short = 'w', long, default_value = "")]
+        workdir: String,
+        #[arg(short = 'u', long, default_value = "")]
+        user: String,
+        id: String,
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true, required = true)]
+        cmd: Vec<String>,
+    },
+    /// Stop containers: their stop signal, then SIGKILL after a grace period.
+    Stop {
+        #[arg(short = 't', long = "time", default_value_t = 10)]
+        time: u32,
+        #[arg(required = true)]
+        ids: Vec<String>,
+    },
+    /// Send a signal to containers.
+    Kill {
+        #[arg(short = 's', long, default_value = "KILL")]
+        signal: String,
+        #[arg(required = true)]
+        ids: Vec<String>,
+    },
+    /// Remove containers.
+    Rm {
+        /// Kill running ones first.
+        #[arg(short = 'f', long)]
+        force: bool,
+        #[arg(required = true)]
+        ids: Vec<String>,
+    },
+    /// Freeze every process of containers.
+    Pause {
+        #[arg(required = true)]
+        ids: Vec<String>,
+    },
+    Unpause {
+        #[arg(required = true)]
+        ids: Vec<String>,
+    },
+    /// Wait for containers to exit and print their exit codes.
+    Wait {
+        #[arg(required = true)]
+        ids: Vec<String>,
+    },
+    /// The processes of a container.
+    Top { id: String },
+    /// Resource usage of containers (one sample).
+    Stats {
+        #[arg(required = true)]
+        ids: Vec<String>,
+    },
+    /// Attach to a running container's output (and stdin if it was started with -i).
+    Attach { id: String },
+    /// Print events as they happen.
+    Events {
+        /// Topic prefixes (/tasks, /containers/create, ...).
+        #[arg(long)]
+        filter: Vec<String>,
+    },
     /// Pull an image from a registry and unpack it.
     Pull {
         reference: String,
@@ -275,6 +389,7 @@ pub enum LeaseCmd {
 }
 
 /// A client connection carrying the namespace on every call.
+#[derive(Clone)]
 pub struct Client {
     ch: Channel,
     ns: String,
@@ -328,6 +443,15 @@ impl Client {
     }
     pub fn gc(&self) -> pb::gc_client::GcClient<Channel> {
         pb::gc_client::GcClient::new(self.ch.clone())
+    }
+    pub fn containers(&self) -> pb::containers_client::ContainersClient<Channel> {
+        pb::containers_client::ContainersClient::new(self.ch.clone())
+    }
+    pub fn tasks(&self) -> pb::tasks_client::TasksClient<Channel> {
+        pb::tasks_client::TasksClient::new(self.ch.clone())
+    }
+    pub fn events(&self) -> pb::events_client::EventsClient<Channel> {
+        pb::events_client::EventsClient::new(self.ch.clone())
     }
 }
 
@@ -404,6 +528,10 @@ fn mount_key(target: &std::path::Path) -> String {
     )
 }
 
+async fn containers_create(c: &Client, f: &containers::RunFlags) -> Result<pb::Container> {
+    containers::create_only(c, f).await
+}
+
 pub async fn run(cli: Cli) -> Result<()> {
     // Commands that need no daemon.
     if let Cmd::Logout { host } = &cli.cmd {
@@ -417,6 +545,150 @@ pub async fn run(cli: Cli) -> Result<()> {
     }
     let c = Client::connect(&cli.address, &cli.namespace).await?;
     match cli.cmd {
+        Cmd::Run { detach, rm, flags } => containers::run(&c, flags, detach, rm).await?,
+        Cmd::Create { flags } => {
+            let opts_ok = flags.clone();
+            let x = containers_create(&c, &opts_ok).await?;
+            println!("{}", x.id);
+        }
+        Cmd::Start { attach, ids } => containers::start(&c, ids, attach).await?,
+        Cmd::Ps { all, quiet, format } => {
+            containers::ps(&c, all, quiet, format == Format::Json).await?
+        }
+        Cmd::Logs {
+            follow,
+            tail,
+            timestamps,
+            id,
+        } => containers::logs(&c, &id, follow, tail, timestamps).await?,
+        Cmd::Exec {
+            interactive,
+            tty,
+            detach,
+            env,
+            workdir,
+            user,
+            id,
+            cmd,
+        } => containers::exec(&c, &id, cmd, interactive, tty, detach, env, workdir, user).await?,
+        Cmd::Stop { time, ids } => {
+            for id in ids {
+                c.tasks()
+                    .stop(c.req(pb::StopTaskRequest {
+                        id: id.clone(),
+                        timeout_seconds: time,
+                    }))
+                    .await
+                    .map_err(st)?;
+                println!("{id}");
+            }
+        }
+        Cmd::Kill { signal, ids } => {
+            let sig = crate::containers::signal_number(&signal)?;
+            for id in ids {
+                c.tasks()
+                    .kill(c.req(pb::KillTaskRequest {
+                        id: id.clone(),
+                        signal: sig,
+                        all: true,
+                        exec_id: String::new(),
+                    }))
+                    .await
+                    .map_err(st)?;
+                println!("{id}");
+            }
+        }
+        Cmd::Rm { force, ids } => {
+            let mut failed = None;
+            for id in ids {
+                match c
+                    .containers()
+                    .delete(c.req(pb::DeleteContainerRequest {
+                        id: id.clone(),
+                        force,
+                    }))
+                    .await
+                {
+                    Ok(_) => println!("{id}"),
+                    Err(e) => {
+                        eprintln!("kura: {}", e.message());
+                        failed = Some(e);
+                    }
+                }
+            }
+            if let Some(e) = failed {
+                return Err(st(e));
+            }
+        }
+        Cmd::Pause { ids } => {
+            for id in ids {
+                c.tasks()
+                    .pause(c.req(pb::ContainerRequest { id: id.clone() }))
+                    .await
+                    .map_err(st)?;
+                println!("{id}");
+            }
+        }
+        Cmd::Unpause { ids } => {
+            for id in ids {
+                c.tasks()
+                    .resume(c.req(pb::ContainerRequest { id: id.clone() }))
+                    .await
+                    .map_err(st)?;
+                println!("{id}");
+            }
+        }
+        Cmd::Wait { ids } => {
+            for id in ids {
+                let e = c
+                    .tasks()
+                    .wait(c.req(pb::ContainerRequest { id }))
+                    .await
+                    .map_err(st)?
+                    .into_inner();
+                println!("{}", e.exit_status);
+            }
+        }
+        Cmd::Top { id } => {
+            let p = c
+                .tasks()
+                .pids(c.req(pb::ContainerRequest { id }))
+                .await
+                .map_err(st)?
+                .into_inner();
+            println!("{:<10} {:<16} CMD", "PID", "EXEC");
+            for x in p.processes {
+                println!("{:<10} {:<16} {}", x.pid, x.exec_id, x.command);
+            }
+        }
+        Cmd::Stats { ids } => {
+            println!(
+                "{:<20} {:>14} {:>14} {:>14} {:>6}",
+                "CONTAINER", "MEM USAGE", "MEM LIMIT", "CPU TIME", "PIDS"
+            );
+            for id in ids {
+                let m = c
+                    .tasks()
+                    .metrics(c.req(pb::ContainerRequest { id: id.clone() }))
+                    .await
+                    .map_err(st)?
+                    .into_inner();
+                println!(
+                    "{:<20} {:>14} {:>14} {:>13.2}s {:>6}",
+                    id,
+                    human(m.memory_usage_bytes as i64),
+                    if m.memory_limit_bytes >= (1 << 62) {
+                        "-".into()
+                    } else {
+                        human(m.memory_limit_bytes as i64)
+                    },
+                    m.cpu_usage_ns as f64 / 1e9,
+                    m.pids_current
+                );
+            }
+        }
+        Cmd::Attach { id } => containers::start_attached(&c, &id).await?,
+        Cmd::Events { filter } => containers::events(&c, filter).await?,
         Cmd::Pull {
             reference,
             platform,

@@ -8,8 +8,7 @@
 //! | snapshots | `ns/snapshotter/key` | [`SnapshotRecord`] |
 //! | leases | `ns/id` | [`LeaseRecord`] |
 //! | counters | name | u64 |
-//!
-//! Later issues add containers (and whatever else) as further tables of the same shape.
+//! | containers | `ns/id` | `containers::Record` |
 
 use anyhow::{bail, Context, Result};
 pub use redb::ReadableTable;
@@ -23,6 +22,7 @@ pub const CONTENT: TableDefinition<&str, &[u8]> = TableDefinition::new("content"
 pub const SNAPSHOTS: TableDefinition<&str, &[u8]> = TableDefinition::new("snapshots");
 pub const LEASES: TableDefinition<&str, &[u8]> = TableDefinition::new("leases");
 pub const COUNTERS: TableDefinition<&str, u64> = TableDefinition::new("counters");
+pub const CONTAINERS: TableDefinition<&str, &[u8]> = TableDefinition::new("containers");
 
 pub type Labels = BTreeMap<String, String>;
 
@@ -155,6 +155,7 @@ impl Metadata {
             tx.open_table(SNAPSHOTS)?;
             tx.open_table(LEASES)?;
             tx.open_table(COUNTERS)?;
+            tx.open_table(CONTAINERS)?;
         }
         tx.commit()?;
         Ok(Metadata { db })
@@ -263,7 +264,7 @@ pub fn lease_add(
 pub fn namespaces(md: &Metadata) -> Result<Vec<String>> {
     let tx = md.db.begin_read()?;
     let mut set = std::collections::BTreeSet::new();
-    for table in [IMAGES, CONTENT, SNAPSHOTS, LEASES] {
+    for table in [IMAGES, CONTENT, SNAPSHOTS, LEASES, CONTAINERS] {
         let t = tx.open_table(table)?;
         for item in t.iter()? {
             let (k, _) = item?;

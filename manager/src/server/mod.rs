@@ -13,6 +13,7 @@ use std::sync::Arc;
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status, Streaming};
 
+pub mod containers;
 pub mod serve;
 
 type Res<T> = Result<Response<T>, Status>;
@@ -637,7 +638,7 @@ impl pb::images_server::Images for Svc {
     }
 }
 
-async fn unpack_image(
+pub(crate) async fn unpack_image(
     k: &Arc<Kura>,
     ns: &str,
     name: &str,

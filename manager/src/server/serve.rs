@@ -23,7 +23,16 @@ pub async fn serve(k: Arc<Kura>, address: &Path) -> Result<()> {
         .with_context(|| format!("listen on {}", address.display()))?;
     std::fs::set_permissions(address, std::fs::Permissions::from_mode(0o660))?;
     let incoming = tokio_stream::wrappers::UnixListenerStream::new(listener);
-    let svc = Svc(k);
+    let svc = Svc(k.clone());
+    let cs = super::containers::CSvc(crate::containers::Containers::new(
+        k,
+        std::path::absolute(address)?,
+    ));
+    {
+        // Shims outlived the last kurad: find them again (blocking: they answer over ttrpc).
+        let c = cs.0.clone();
+        tokio::task::spawn_blocking(move || c.recover());
+    }
     tracing::info!(address = %address.display(), "kurad serving");
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let max = 64 << 20;
@@ -39,6 +48,9 @@ pub async fn serve(k: Arc<Kura>, address: &Path) -> Result<()> {
         .add_service(pb::snapshots_server::SnapshotsServer::new(svc.clone()))
         .add_service(pb::leases_server::LeasesServer::new(svc.clone()))
         .add_service(pb::gc_server::GcServer::new(svc))
+        .add_service(pb::containers_server::ContainersServer::new(cs.clone()))
+        .add_service(pb::tasks_server::TasksServer::new(cs.clone()))
+        .add_service(pb::events_server::EventsServer::new(cs))
         .serve_with_incoming_shutdown(incoming, async {
             let _ = stop_rx.await;
         });

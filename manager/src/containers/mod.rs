@@ -1,0 +1,816 @@
+//! Containers and their tasks: metadata in redb (table `containers`), a rootfs that is
+//! an active snapshot of the image, a bundle under `--state`, and one kura-shim per
+//! running container, which outlives kurad.
+//!
+//! Layout: bundle `<state>/containers/<ns>/<id>/` (config.json, `rootfs/` mounted by
+//! kurad, `etc/` hostname/hosts/resolv.conf, FIFOs, and the shim's `address`,
+//! `shim.pid`, `exit.json`); log `<root>/logs/<ns>/<id>.log` (CRI format, written by
+//! the shim, kept until the container is removed); runtime state
+//! `<state>/runtime/<ns>`.
+//!
+//! Truth about a task lives in its shim: status is asked of it. A shim that cannot be
+//! reached is dead: its `delete` command cleans up and reports the exit it recorded.
+//! Each started task has a watcher thread blocked in the shim's Wait; it records the
+//! exit, applies `--rm` and the restart policy. After a kurad restart, `recover` finds
+//! every shim again and starts new watchers.
+
+pub mod options;
+pub mod seccomp;
+pub mod shim;
+pub mod spec;
+pub mod user;
+
+use crate::daemon::Kura;
+use crate::metadata::{self, key, Labels, ReadableTable, CONTAINERS};
+use anyhow::{bail, Context, Result};
+use options::{Restart, RunOptions};
+use serde::{Deserialize, Serialize};
+use shim::Shim;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+pub const SNAPSHOT_PREFIX: &str = "container/";
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Record {
+    pub id: String,
+    pub image: String,
+    pub image_digest: String,
+    pub snapshotter: String,
+    pub snapshot_key: String,
+    pub runtime: String,
+    pub restart: String,
+    pub options: RunOptions,
+    pub labels: Labels,
+    pub created_at: i64,
+    pub started_at: i64,
+    pub restart_count: u32,
+    /// Stopped by `stop`/`kill`/`rm`: no restart policy applies (docker's semantics).
+    pub stopped_by_user: bool,
+    pub exit_code: Option<u32>,
+    pub exited_at_ns: i64,
+    pub stop_signal: Option<String>,
+    pub command: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Status {
+    Created,
+    Running,
+    Paused,
+    Stopped,
+}
+
+impl Status {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Created => "created",
+            Status::Running => "running",
+            Status::Paused => "paused",
+            Status::Stopped => "stopped",
+        }
+    }
+}
+
+/// An event for Events.Subscribe.
+#[derive(Debug, Clone)]
+pub struct Event {
+    pub topic: String,
+    pub namespace: String,
+    pub id: String,
+    pub timestamp_ns: i64,
+    pub attributes: Vec<(String, String)>,
+}
+
+pub struct Containers {
+    pub k: Arc<Kura>,
+    /// kurad's own socket: shims are told it (containerd's `-address`).
+    pub address: PathBuf,
+    pub events: tokio::sync::broadcast::Sender<Event>,
+}
+
+fn now_ns() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as i64)
+        .unwrap_or(0)
+}
+
+pub fn check_id(id: &str) -> Result<()> {
+    let ok = !id.is_empty()
+        && id.len() <= 64
+        && id.chars().next().is_some_and(|c| c.is_ascii_alphanumeric())
+        && id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'));
+    if !ok {
+        bail!("invalid container name {id:?}: [a-zA-Z0-9][a-zA-Z0-9_.-]*, at most 64 characters");
+    }
+    Ok(())
+}
+
+fn mkfifo(p: &Path) -> Result<()> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(p.as_os_str().as_bytes())?;
+    if unsafe { libc::mkfifo(c.as_ptr(), 0o600) } != 0 {
+        return Err(std::io::Error::last_os_error())
+            .with_context(|| format!("mkfifo {}", p.display()));
+    }
+    Ok(())
+}
+
+fn unmount(p: &Path) {
+    let _ = nix::mount::umount2(p, nix::mount::MntFlags::MNT_DETACH);
+}
+
+pub fn signal_number(s: &str) -> Result<u32> {
+    if let Ok(n) = s.parse::<u32>() {
+        return Ok(n);
+    }
+    let u = s.to_ascii_uppercase();
+    let name = u.strip_prefix("SIG").unwrap_or(&u);
+    let n = match name {
+        "HUP" => 1,
+        "INT" => 2,
+        "QUIT" => 3,
+        "KILL" => 9,
+        "USR1" => 10,
+        "USR2" => 12,
+        "TERM" => 15,
+        "CONT" => 18,
+        "STOP" => 19,
+        "WINCH" => 28,
+        _ => bail!("unknown signal {s:?}"),
+    };
+    Ok(n)
+}
+
+impl Containers {
+    pub fn new(k: Arc<Kura>, address: PathBuf) -> Arc<Containers> {
+        let (events, _) = tokio::sync::broadcast::channel(1024);
+        Arc::new(Containers { k, address, events })
+    }
+
+    pub fn publish(&self, topic: &str, ns: &str, id: &str, attrs: Vec<(String, String)>) {
+        let _ = self.events.send(Event {
+            topic: topic.into(),
+            namespace: ns.into(),
+            id: id.into(),
+            timestamp_ns: now_ns(),
+            attributes: attrs,
+        });
+    }
+
+    pub fn bundle(&self, ns: &str, id: &str) -> PathBuf {
+        self.k.state.join("containers").join(ns).join(id)
+    }
+    pub fn log_path(&self, ns: &str, id: &str) -> PathBuf {
+        self.k.root.join("logs").join(ns).join(format!("{id}.log"))
+    }
+    fn runtime_root(&self, ns: &str) -> PathBuf {
+        self.k.state.join("runtime").join(ns)
+    }
+    fn shim_run_dir(&self) -> PathBuf {
+        self.k.state.join("shim")
+    }
+    fn shim_bin(&self) -> PathBuf {
+        shim::sibling_binary("kura-shim")
+    }
+
+    pub fn get(&self, ns: &str, id: &str) -> Result<Record> {
+        self.k
+            .md
+            .get::<Record>(CONTAINERS, &key(ns, id))?
+            .with_context(|| format!("container {id} not found"))
+    }
+
+    pub fn list(&self, ns: &str) -> Result<Vec<Record>> {
+        Ok(self
+            .k
+            .md
+            .scan::<Record>(CONTAINERS, &format!("{ns}/"))?
+            .into_iter()
+            .map(|(_, r)| r)
+            .collect())
+    }
+
+    fn update(&self, ns: &str, id: &str, f: impl FnOnce(&mut Record)) -> Result<Record> {
+        self.k.md.write(|tx| {
+            let mut t = tx.open_table(CONTAINERS)?;
+            let k = key(ns, id);
+            let mut r: Record =
+                metadata::get_in(&t, &k)?.with_context(|| format!("container {id} not found"))?;
+            f(&mut r);
+            metadata::put(&mut t, &k, &r)?;
+            Ok(r)
+        })
+    }
+
+    /// The live shim of a container, if there is one.
+    pub fn shim(&self, ns: &str, id: &str) -> Option<Shim> {
+        let b = self.bundle(ns, id);
+        if !b.join("address").exists() {
+            return None;
+        }
+        Shim::from_bundle(&b, id).ok()
+    }
+
+    /// (status, pid) as the shim says; a dead shim is cleaned up and its exit recorded.
+    pub fn status(&self, ns: &str, r: &Record) -> (Status, u32) {
+        let b = self.bundle(ns, &r.id);
+        if !b.join("address").exists() {
+            return (
+                if r.started_at == 0 {
+                    Status::Created
+                } else {
+                    Status::Stopped
+                },
+                0,
+            );
+        }
+        match self.shim(ns, &r.id).and_then(|s| s.state().ok()) {
+            Some(st) => {
+                use containerd_shim_protos::api::Status as S;
+                let s = match st.status.enum_value_or_default() {
+                    S::RUNNING => Status::Running,
+                    S::PAUSED | S::PAUSING => Status::Paused,
+                    S::CREATED => Status::Created,
+                    _ => Status::Stopped,
+                };
+                (s, st.pid)
+            }
+            None => {
+                self.reap_dead_shim(ns, &r.id);
+                (Status::Stopped, 0)
+            }
+        }
+    }
+
+    /// A shim that does not answer: run its cleanup, record the exit it left.
+    fn reap_dead_shim(&self, ns: &str, id: &str) {
+        let b = self.bundle(ns, id);
+        let code = shim::cleanup(&self.shim_bin(), ns, id, &b, &self.address);
+        let at = std::fs::metadata(b.join("exit.json"))
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .map(|d| d.as_nanos() as i64)
+            .unwrap_or_else(now_ns);
+        let _ = std::fs::remove_file(b.join("address"));
+        let _ = self.update(ns, id, |r| {
+            if r.exit_code.is_none() {
+                r.exit_code = Some(code);
+                r.exited_at_ns = at;
+            }
+        });
+        tracing::info!(ns, id, code, "shim was gone; cleaned up");
+    }
+
+    /// Makes a container (not started). Undoes everything on failure.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn create(
+        self: &Arc<Self>,
+        ns: &str,
+        id: &str,
+        image: &str,
+        opts: RunOptions,
+        restart: &str,
+        runtime: &str,
+        labels: Labels,
+        platform: &str,
+    ) -> Result<Record> {
+        let id = if id.is_empty() {
+            format!("{:016x}", rand::random::<u64>())
+        } else {
+            id.to_string()
+        };
+        check_id(&id)?;
+        Restart::parse(restart)?;
+        shim::runtime_binary(runtime)?;
+        if self
+            .k
+            .md
+            .get::<Record>(CONTAINERS, &key(ns, &id))?
+            .is_some()
+        {
+            bail!("container {id} already exists");
+        }
+        let img =
+            crate::images::get(&self.k, ns, image).with_context(|| format!("image {image}"))?;
+        let sn = self.k.config.snapshotter.clone();
+        let lease = self.k.temp_lease(ns, "container-create")?;
+        let chain = crate::server::unpack_image(&self.k, ns, image, platform, &sn, &lease).await;
+        let _ = self.k.delete_lease(ns, &lease);
+        let chain = chain?;
+        let k = self.k.clone();
+        let me = self.clone();
+        let ns2 = ns.to_string();
+        let image = image.to_string();
+        let restart = restart.to_string();
+        let runtime = runtime.to_string();
+        let platform = platform.to_string();
+        let digest = img.target.digest.clone();
+        let r = tokio::task::spawn_blocking(move || {
+            let snap_key = format!("{SNAPSHOT_PREFIX}{id}");
+            let mounts = k.snapshots.prepare(
+                &ns2,
+                &sn,
+                &snap_key,
+                &chain,
+                Labels::new(),
+                "",
+                metadata::SnapshotKind::Active,
+            )?;
+            let bundle = me.bundle(&ns2, &id);
+            let made = (|| -> Result<Record> {
+                let res = crate::images::resolve(
+                    &k,
+                    &ns2,
+                    &img.target,
+                    &crate::images::oci::Platform::parse(&platform)?,
+                )?;
+                std::fs::create_dir_all(bundle.join("rootfs"))?;
+                for m in &mounts {
+                    m.mount(&bundle.join("rootfs"))?;
+                }
+                let g = spec::generate(&spec::Input {
+                    id: &id,
+                    namespace: &ns2,
+                    image_config: &res.config_json,
+                    rootfs: &bundle.join("rootfs"),
+                    etc_dir: &bundle.join("etc"),
+                    opts: &opts,
+                })?;
+                std::fs::write(
+                    bundle.join("config.json"),
+                    serde_json::to_vec_pretty(&g.spec)?,
+                )?;
+                if opts.attach {
+                    if opts.stdin {
+                        mkfifo(&bundle.join("stdin"))?;
+                    }
+                    mkfifo(&bundle.join("stdout"))?;
+                    if !opts.tty {
+                        mkfifo(&bundle.join("stderr"))?;
+                    }
+                }
+                let log = me.log_path(&ns2, &id);
+                std::fs::create_dir_all(log.parent().unwrap())?;
+                let command = g.spec["process"]["args"]
+                    .as_array()
+                    .map(|a| {
+                        a.iter()
+                            .filter_map(|s| s.as_str())
+                            .collect::<Vec<_>>()
+                            .join(" ")
+                    })
+                    .unwrap_or_default();
+                let r = Record {
+                    id: id.clone(),
+                    image: image.clone(),
+                    image_digest: digest,
+                    snapshotter: sn.clone(),
+                    snapshot_key: snap_key.clone(),
+                    runtime,
+                    restart,
+                    options: opts,
+                    labels,
+                    created_at: metadata::now(),
+                    stop_signal: g.stop_signal,
+                    command,
+                    ..Default::default()
+                };
+                // The check above raced with other creates: insert only if still absent.
+                k.md.write(|tx| {
+                    let mut t = tx.open_table(CONTAINERS)?;
+                    let kk = key(&ns2, &id);
+                    if t.get(kk.as_str())?.is_some() {
+                        bail!("container {id} already exists");
+                    }
+                    metadata::put(&mut t, &kk, &r)
+                })?;
+                Ok(r)
+            })();
+            if made.is_err() {
+                unmount(&bundle.join("rootfs"));
+                let _ = std::fs::remove_dir_all(&bundle);
+                let _ = k.snapshots.remove(&ns2, &sn, &snap_key);
+            }
+            made
+        })
+        .await??;
+        self.publish(
+            "/containers/create",
+            ns,
+            &r.id,
+            vec![("image".into(), r.image.clone())],
+        );
+        Ok(r)
+    }
+
+    /// Starts the container's task: a fresh shim, create, start, a watcher.
+    pub fn start(
+        self: &Arc<Self>,
+        ns: &str,
+        id: &str,
+        with_client_stdio: bool,
+        console: Option<(u32, u32)>,
+    ) -> Result<u32> {
+        let r = self.get(ns, id)?;
+        let (st, _) = self.status(ns, &r);
+        if matches!(st, Status::Running | Status::Paused) {
+            bail!("container {id} is already running");
+        }
+        let b = self.bundle(ns, id);
+        if !b.join("rootfs").exists() {
+            bail!("container {id}: its bundle is gone (was the host rebooted?)");
+        }
+        // A previous run's shim (stopped task) goes first.
+        if let Some(old) = self.shim(ns, id) {
+            let _ = old.delete("");
+            old.shutdown();
+        }
+        let _ = std::fs::remove_file(b.join("address"));
+        let _ = std::fs::remove_file(b.join("exit.json"));
+        let rt = shim::runtime_binary(&r.runtime)?;
+        let addr = shim::start(
+            &self.shim_bin(),
+            ns,
+            id,
+            &b,
+            &self.address,
+            &self.shim_run_dir(),
+        )?;
+        let s = Shim::connect(&addr, id)?;
+        let fifo = |n: &str| -> String {
+            let p = b.join(n);
+            if with_client_stdio && p.exists() {
+                p.display().to_string()
+            } else {
+                String::new()
+            }
+        };
+        let started = (|| -> Result<u32> {
+            s.create(
+                &b,
+                (&fifo("stdin"), &fifo("stdout"), &fifo("stderr")),
+                r.options.tty,
+                &rt,
+                &self.runtime_root(ns),
+                &self.log_path(ns, id),
+            )?;
+            if let (true, Some((w, h))) = (r.options.tty, console) {
+                s.resize("", w, h)?;
+            }
+            s.start("")
+        })();
+        let pid = match started {
+            Ok(p) => p,
+            Err(e) => {
+                let _ = s.delete("");
+                s.shutdown();
+                let _ = std::fs::remove_file(b.join("address"));
+                return Err(e);
+            }
+        };
+        self.update(ns, id, |r| {
+            r.started_at = metadata::now();
+            r.exit_code = None;
+            r.exited_at_ns = 0;
+            r.stopped_by_user = false;
+        })?;
+        self.publish(
+            "/tasks/start",
+            ns,
+            id,
+            vec![("pid".into(), pid.to_string())],
+        );
+        self.watch(ns, id);
+        Ok(pid)
+    }
+
+    /// A thread blocked in the shim's Wait; then the exit, --rm and the restart policy.
+    fn watch(self: &Arc<Self>, ns: &str, id: &str) {
+        let me = self.clone();
+        let (ns, id) = (ns.to_string(), id.to_string());
+        std::thread::spawn(move || {
+            let Some(s) = me.shim(&ns, &id) else {
+                me.reap_dead_shim(&ns, &id);
+                return;
+            };
+            let (code, at) = match s.wait("") {
+                Ok(e) => e,
+                // The shim died under us (kill -9): its cleanup knows the exit.
+                Err(_) => {
+                    me.reap_dead_shim(&ns, &id);
+                    return;
+                }
+            };
+            let Ok(r) = me.update(&ns, &id, |r| {
+                r.exit_code = Some(code);
+                r.exited_at_ns = at;
+            }) else {
+                return;
+            };
+            // The exit is on record: the task and its shim are no longer needed.
+            let _ = s.delete("");
+            s.shutdown();
+            let _ = std::fs::remove_file(me.bundle(&ns, &id).join("address"));
+            me.publish(
+                "/tasks/exit",
+                &ns,
+                &id,
+                vec![("exit_status".into(), code.to_string())],
+            );
+            me.after_exit(&ns, r, code);
+        });
+    }
+
+    fn after_exit(self: &Arc<Self>, ns: &str, r: Record, code: u32) {
+        if r.options.auto_remove {
+            if let Err(e) = self.remove(ns, &r.id, true) {
+                tracing::warn!(ns, id = r.id, "auto-remove: {e:#}");
+            }
+            return;
+        }
+        let policy = Restart::parse(&r.restart).unwrap_or(Restart::No);
+        if !policy.applies(code, r.restart_count, r.stopped_by_user) {
+            return;
+        }
+        // 100 ms doubling up to 10 s; a container that ran 10 s starts the count over.
+        let ran = metadata::now() - r.started_at;
+        let n = if ran >= 10 { 0 } else { r.restart_count.min(7) };
+        let delay = Duration::from_millis(100 << n).min(Duration::from_secs(10));
+        std::thread::sleep(delay);
+        // Stopped or removed meanwhile?
+        let Ok(cur) = self.get(ns, &r.id) else { return };
+        if cur.stopped_by_user || cur.started_at != r.started_at {
+            return;
+        }
+        let _ = self.update(ns, &r.id, |x| {
+            x.restart_count = if ran >= 10 { 1 } else { x.restart_count + 1 }
+        });
+        if let Err(e) = self.start(ns, &r.id, false, None) {
+            tracing::warn!(ns, id = r.id, "restart failed: {e:#}");
+        }
+    }
+
+    /// Blocks until the task exits (or returns the last exit).
+    pub fn wait(&self, ns: &str, id: &str) -> Result<(u32, i64)> {
+        let r = self.get(ns, id)?;
+        if let Some(s) = self.shim(ns, id) {
+            if let Ok(e) = s.wait("") {
+                return Ok(e);
+            }
+        }
+        let r = self.get(ns, id).unwrap_or(r);
+        match r.exit_code {
+            Some(c) => Ok((c, r.exited_at_ns)),
+            None if r.started_at == 0 => bail!("container {id} was never started"),
+            None => {
+                self.reap_dead_shim(ns, id);
+                let r = self.get(ns, id)?;
+                Ok((r.exit_code.unwrap_or(137), r.exited_at_ns))
+            }
+        }
+    }
+
+    pub fn kill(&self, ns: &str, id: &str, exec_id: &str, signal: u32, all: bool) -> Result<()> {
+        self.get(ns, id)?;
+        let s = self
+            .shim(ns, id)
+            .with_context(|| format!("container {id} is not running"))?;
+        if exec_id.is_empty() {
+            self.update(ns, id, |r| r.stopped_by_user = true)?;
+        }
+        s.kill(exec_id, signal, all)
+    }
+
+    /// The stop signal, then SIGKILL after `timeout`.
+    pub fn stop(&self, ns: &str, id: &str, timeout: Duration) -> Result<(u32, i64)> {
+        let r = self.get(ns, id)?;
+        let Some(s) = self.shim(ns, id) else {
+            self.update(ns, id, |r| r.stopped_by_user = true)?;
+            return Ok((r.exit_code.unwrap_or(0), r.exited_at_ns));
+        };
+        self.update(ns, id, |r| r.stopped_by_user = true)?;
+        let sig = r
+            .stop_signal
+            .as_deref()
+            .map(signal_number)
+            .transpose()?
+            .unwrap_or(15);
+        let _ = s.kill("", sig, true);
+        // The watcher records the exit; wait for it, then SIGKILL.
+        let exited = |limit: Duration| -> Option<(u32, i64)> {
+            let end = std::time::Instant::now() + limit;
+            loop {
+                if let Ok(cur) = self.get(ns, id) {
+                    if let Some(c) = cur.exit_code {
+                        return Some((c, cur.exited_at_ns));
+                    }
+                }
+                if std::time::Instant::now() >= end {
+                    return None;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        };
+        if let Some(e) = exited(timeout) {
+            return Ok(e);
+        }
+        let _ = s.kill("", 9, true);
+        exited(Duration::from_secs(30))
+            .with_context(|| format!("container {id} did not stop after SIGKILL"))
+    }
+
+    /// Removes the container and all it holds.
+    pub fn remove(&self, ns: &str, id: &str, force: bool) -> Result<()> {
+        let r = self.get(ns, id)?;
+        let (st, _) = self.status(ns, &r);
+        if matches!(st, Status::Running | Status::Paused) && !force {
+            bail!(
+                "container {id} is {}: stop it first or use --force",
+                st.as_str()
+            );
+        }
+        let b = self.bundle(ns, id);
+        if let Some(s) = self.shim(ns, id) {
+            let _ = self.update(ns, id, |r| r.stopped_by_user = true);
+            if matches!(st, Status::Running | Status::Paused) {
+                let _ = s.kill("", 9, true);
+                let _ = s.wait("");
+            }
+            let _ = s.delete("");
+            s.shutdown();
+        } else if b.join("address").exists() {
+            shim::cleanup(&self.shim_bin(), ns, id, &b, &self.address);
+        }
+        unmount(&b.join("rootfs"));
+        std::fs::remove_dir_all(&b)
+            .or_else(|e| {
+                if e.kind() == std::io::ErrorKind::NotFound {
+                    Ok(())
+                } else {
+                    Err(e)
+                }
+            })
+            .with_context(|| format!("remove {}", b.display()))?;
+        let _ = std::fs::remove_file(self.log_path(ns, id));
+        if let Err(e) = self.k.snapshots.remove(ns, &r.snapshotter, &r.snapshot_key) {
+            tracing::warn!(ns, id, "remove snapshot: {e:#}");
+        }
+        self.k.md.write(|tx| {
+            let mut t = tx.open_table(CONTAINERS)?;
+            t.remove(key(ns, id).as_str())?;
+            Ok(())
+        })?;
+        self.publish("/containers/delete", ns, id, vec![]);
+        Ok(())
+    }
+
+    /// Runs another process in a running container; FIFOs in the bundle for a client.
+    #[allow(clippy::too_many_arguments)]
+    pub fn exec(
+        &self,
+        ns: &str,
+        id: &str,
+        args: Vec<String>,
+        env: Vec<String>,
+        workdir: &str,
+        user_spec: &str,
+        tty: bool,
+        stdin: bool,
+        console: Option<(u32, u32)>,
+    ) -> Result<(String, [String; 3])> {
+        if args.is_empty() {
+            bail!("exec: no command given");
+        }
+        let s = self
+            .shim(ns, id)
+            .with_context(|| format!("container {id} is not running"))?;
+        let b = self.bundle(ns, id);
+        let spec: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(b.join("config.json"))?)?;
+        let mut p = spec["process"].clone();
+        p["args"] = serde_json::json!(args);
+        p["terminal"] = serde_json::json!(tty);
+        if !workdir.is_empty() {
+            p["cwd"] = serde_json::json!(workdir);
+        }
+        if !user_spec.is_empty() {
+            let u = user::resolve(&b.join("rootfs"), user_spec)?;
+            p["user"] = serde_json::json!({"uid": u.uid, "gid": u.gid, "additionalGids": u.additional_gids});
+        }
+        let mut penv: Vec<String> = p["env"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|v| v.as_str().map(String::from))
+                    .collect()
+            })
+            .unwrap_or_default();
+        for kv in env {
+            let k = kv.split('=').next().unwrap_or("").to_string();
+            penv.retain(|e| e.split('=').next() != Some(k.as_str()));
+            penv.push(kv);
+        }
+        p["env"] = serde_json::json!(penv);
+        let exec_id = format!("exec-{:08x}", rand::random::<u32>());
+        let path = |n: &str| b.join(format!("{exec_id}.{n}"));
+        let mut paths = [String::new(), String::new(), String::new()];
+        if stdin {
+            mkfifo(&path("stdin"))?;
+            paths[0] = path("stdin").display().to_string();
+        }
+        mkfifo(&path("stdout"))?;
+        paths[1] = path("stdout").display().to_string();
+        if !tty {
+            mkfifo(&path("stderr"))?;
+            paths[2] = path("stderr").display().to_string();
+        }
+        let res = s
+            .exec(&exec_id, &p, (&paths[0], &paths[1], &paths[2]), tty)
+            .and_then(|_| match (tty, console) {
+                (true, Some((w, h))) => s.resize(&exec_id, w, h),
+                _ => Ok(()),
+            })
+            .and_then(|_| s.start(&exec_id));
+        if let Err(e) = res {
+            let _ = s.delete(&exec_id);
+            for n in ["stdin", "stdout", "stderr"] {
+                let _ = std::fs::remove_file(path(n));
+            }
+            return Err(e);
+        }
+        Ok((exec_id, paths))
+    }
+
+    pub fn wait_exec(&self, ns: &str, id: &str, exec_id: &str) -> Result<(u32, i64)> {
+        let s = self
+            .shim(ns, id)
+            .with_context(|| format!("container {id} is not running"))?;
+        let e = s.wait(exec_id)?;
+        let _ = s.delete(exec_id);
+        let b = self.bundle(ns, id);
+        for n in ["stdin", "stdout", "stderr"] {
+            let _ = std::fs::remove_file(b.join(format!("{exec_id}.{n}")));
+        }
+        Ok(e)
+    }
+
+    /// After a kurad restart: reconnect to every shim, or clean up after the dead ones.
+    pub fn recover(self: &Arc<Self>) {
+        let Ok(nss) = metadata::namespaces(&self.k.md) else {
+            return;
+        };
+        for ns in nss {
+            let Ok(list) = self.list(&ns) else { continue };
+            for r in list {
+                if !self.bundle(&ns, &r.id).join("address").exists() {
+                    continue;
+                }
+                match self.shim(&ns, &r.id).map(|s| s.state()) {
+                    Some(Ok(st)) => {
+                        use containerd_shim_protos::api::Status as S;
+                        match st.status.enum_value_or_default() {
+                            S::STOPPED => {
+                                // Exited while kurad was down.
+                                let at = st
+                                    .exited_at
+                                    .as_ref()
+                                    .map(|t| t.seconds * 1_000_000_000 + t.nanos as i64)
+                                    .unwrap_or_else(now_ns);
+                                if let Ok(r) = self.update(&ns, &r.id, |r| {
+                                    r.exit_code = Some(st.exit_status);
+                                    r.exited_at_ns = at;
+                                }) {
+                                    let me = self.clone();
+                                    let ns = ns.clone();
+                                    std::thread::spawn(move || {
+                                        let code = st.exit_status;
+                                        me.after_exit(&ns, r, code)
+                                    });
+                                }
+                            }
+                            _ => self.watch(&ns, &r.id),
+                        }
+                    }
+                    _ => {
+                        self.reap_dead_shim(&ns, &r.id);
+                        if let Ok(r) = self.get(&ns, &r.id) {
+                            let me = self.clone();
+                            let ns = ns.clone();
+                            std::thread::spawn(move || {
+                                let code = r.exit_code.unwrap_or(137);
+                                me.after_exit(&ns, r, code)
+                            });
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
