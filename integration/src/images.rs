@@ -555,8 +555,39 @@ impl Kurad {
     }
 }
 
+impl Kurad {
+    /// Loads the `busybox` test image (mkimage.py) under `name` with `kura load`.
+    pub fn load_busybox(&self, name: &str) {
+        let layout = build_image("busybox", self.dir.path());
+        let tar = self.dir.join("busybox.tar");
+        let st = Command::new("tar")
+            .arg("-C")
+            .arg(&layout)
+            .arg("-cf")
+            .arg(&tar)
+            .arg(".")
+            .status()
+            .unwrap();
+        assert!(st.success(), "tar the busybox layout");
+        self.ok(&["load", "-i", tar.to_str().unwrap(), "--name", name]);
+    }
+
+    /// Containers outlive kurad by design: a test's are removed with it, whatever the
+    /// test left running.
+    fn remove_containers(&self) {
+        if self.child.is_none() {
+            return;
+        }
+        let o = self.kura(&["ps", "-a", "-q"]);
+        for id in String::from_utf8_lossy(&o.stdout).split_whitespace() {
+            let _ = self.kura(&["rm", "-f", id]);
+        }
+    }
+}
+
 impl Drop for Kurad {
     fn drop(&mut self) {
+        self.remove_containers();
         if !self.stop() {
             eprintln!(
                 "kurad did not stop cleanly; its log:\n{}",

@@ -614,26 +614,27 @@ pub async fn start(c: &Client, ids: Vec<String>, attach_out: bool) -> Result<()>
     Ok(())
 }
 
-fn ago(secs: i64) -> String {
-    let d = crate::metadata::now() - secs;
+/// How long since `secs`, as docker words it ("5 seconds", "3 minutes").
+fn since(secs: i64) -> String {
+    let d = (crate::metadata::now() - secs).max(0);
     match d {
-        d if d < 60 => format!("{d} seconds ago"),
-        d if d < 3600 => format!("{} minutes ago", d / 60),
-        d if d < 86400 => format!("{} hours ago", d / 3600),
-        d => format!("{} days ago", d / 86400),
+        d if d < 60 => format!("{d} seconds"),
+        d if d < 3600 => format!("{} minutes", d / 60),
+        d if d < 86400 => format!("{} hours", d / 3600),
+        d => format!("{} days", d / 86400),
     }
 }
 
 pub fn status_line(x: &pb::Container) -> String {
     match x.status.as_str() {
-        "running" => format!("Up (since {})", ago(x.started_at)),
-        "paused" => "Up (Paused)".into(),
+        "running" => format!("Up {}", since(x.started_at)),
+        "paused" => format!("Up {} (Paused)", since(x.started_at)),
         "created" => "Created".into(),
         _ if x.started_at == 0 => "Created".into(),
         _ => format!(
-            "Exited ({}) {}",
+            "Exited ({}) {} ago",
             x.exit_code,
-            ago(x.exited_at_ns / 1_000_000_000)
+            since(x.exited_at_ns / 1_000_000_000)
         ),
     }
 }
@@ -658,17 +659,16 @@ pub async fn ps(c: &Client, all: bool, quiet: bool, json: bool) -> Result<()> {
         return Ok(());
     }
     println!(
-        "{:<20} {:<28} {:<24} {:<22} {:<8}",
+        "{:<20} {:<28} {:<24} {:<28} {:<8}",
         "CONTAINER ID", "IMAGE", "COMMAND", "STATUS", "PID"
     );
     for x in &list {
         let mut cmd = x.command.clone();
-        if cmd.len() > 22 {
-            cmd.truncate(21);
-            cmd.push('…');
+        if cmd.chars().count() > 22 {
+            cmd = cmd.chars().take(21).chain(['…']).collect();
         }
         println!(
-            "{:<20} {:<28} {:<24} {:<22} {:<8}",
+            "{:<20} {:<28} {:<24} {:<28} {:<8}",
             x.id,
             x.image,
             format!("\"{cmd}\""),

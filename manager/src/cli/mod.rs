@@ -207,8 +207,10 @@ pub enum Cmd {
         #[arg(long, value_enum, default_value_t)]
         format: Format,
     },
-    /// Show an image: manifest, config, layers and sizes (JSON).
+    /// Show a container (state, options, OCI spec) or an image (manifest, config,
+    /// layers and sizes), as JSON.
     Inspect {
+        #[arg(value_name = "CONTAINER|IMAGE")]
         image: String,
         #[arg(long, default_value = "")]
         platform: String,
@@ -772,6 +774,19 @@ pub async fn run(cli: Cli) -> Result<()> {
             }
         }
         Cmd::Inspect { image, platform } => {
+            // A container by that name first, as docker does; then an image.
+            if platform.is_empty() {
+                if let Ok(x) = c
+                    .containers()
+                    .get(c.req(pb::ContainerRequest { id: image.clone() }))
+                    .await
+                {
+                    let x = x.into_inner();
+                    let v = containers::container_json(&x);
+                    println!("{}", serde_json::to_string_pretty(&v)?);
+                    return Ok(());
+                }
+            }
             let r = c
                 .images()
                 .inspect(c.req(pb::InspectImageRequest {

@@ -121,6 +121,18 @@ fn mkfifo(p: &Path) -> Result<()> {
     Ok(())
 }
 
+/// Whether `p` is a mount point, as mountinfo says (it escapes spaces; our paths
+/// have none).
+fn is_mountpoint(p: &Path) -> bool {
+    let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else {
+        return false;
+    };
+    let want = p.display().to_string();
+    info.lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .any(|mp| mp == want)
+}
+
 fn unmount(p: &Path) {
     let _ = nix::mount::umount2(p, nix::mount::MntFlags::MNT_DETACH);
 }
@@ -426,6 +438,18 @@ impl Containers {
         let b = self.bundle(ns, id);
         if !b.join("rootfs").exists() {
             bail!("container {id}: its bundle is gone (was the host rebooted?)");
+        }
+        // A shim that died was cleaned up by `kura-shim delete`, which unmounts the
+        // rootfs: mount the snapshot again.
+        if !is_mountpoint(&b.join("rootfs")) {
+            let mounts = self
+                .k
+                .snapshots
+                .mounts(ns, &r.snapshotter, &r.snapshot_key)
+                .with_context(|| format!("container {id}: snapshot {}", r.snapshot_key))?;
+            for m in &mounts {
+                m.mount(&b.join("rootfs"))?;
+            }
         }
         // A previous run's shim (stopped task) goes first.
         if let Some(old) = self.shim(ns, id) {
