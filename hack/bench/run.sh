@@ -7,6 +7,8 @@
 # shim's RSS, and kurad plus N idle containers' shims (Pss, so shared pages count once).
 #
 #   usage: hack/bench/run.sh     (as root; RUNS=30 IDLE=100 KURA_BIN_DIR=target/release)
+#   the builds that ship (static shim and runtime, see README):
+#   KURA_SHIM=$(hack/shim-build-static.sh) KURA_RUNTIME=$(hack/runtime-build-static.sh) hack/bench/run.sh
 #
 # Reports medians (hyperfine) and ratios to containerd; numbers only, never asserted.
 set -euo pipefail
@@ -20,6 +22,18 @@ for t in containerd ctr podman hyperfine python3 jq; do
 done
 [ -x "$bindir/kurad" ] || { echo "run.sh: $bindir/kurad not built (cargo build --release)" >&2; exit 1; }
 pids=()
+rm_mounts() {
+	for m in $(awk -v d="$out/" 'index($5, d) == 1 {print $5}' /proc/self/mountinfo | sort -r); do umount -l "$m" 2>/dev/null || true; done
+}
+rm_mounts
+rm -rf "$out"
+mkdir -p "$out/kura" "$out/containerd" "$out/podman" "$out/bin"
+# kurad runs the shim and the runtime found next to it: copies, so both can be the
+# static builds.
+cp "$bindir/kurad" "$bindir/kura" "$out/bin/"
+cp "${KURA_SHIM:-$bindir/kura-shim}" "$out/bin/kura-shim"
+cp "${KURA_RUNTIME:-$bindir/kura-runtime}" "$out/bin/kura-runtime"
+bindir="$out/bin"
 kura="$bindir/kura --address $out/kura/kura.sock -n bench"
 ctr="ctr --address $out/containerd/containerd.sock -n bench"
 # podman: runc, because its default crun refuses hybrid-cgroup hosts; explicit ulimits,
@@ -35,12 +49,9 @@ cleanup() {
 	$podman rm -a -f >/dev/null 2>&1
 	for p in "${pids[@]}"; do kill "$p" 2>/dev/null; done
 	wait 2>/dev/null
-	for m in $(awk -v d="$out/" 'index($5, d) == 1 {print $5}' /proc/self/mountinfo | sort -r); do umount -l "$m" 2>/dev/null; done
+	rm_mounts
 }
 trap cleanup EXIT
-for m in $(awk -v d="$out/" 'index($5, d) == 1 {print $5}' /proc/self/mountinfo | sort -r); do umount -l "$m" 2>/dev/null || true; done
-rm -rf "$out"
-mkdir -p "$out/kura" "$out/containerd" "$out/podman"
 
 # One busybox image, as an OCI archive every tool can load.
 python3 "$here/hack/images/mkimage.py" busybox "$out/image" --tag v1 >/dev/null
@@ -68,7 +79,7 @@ containerd --config "$out/containerd/config.toml" >"$out/containerd/containerd.l
 pids+=($!)
 for _ in $(seq 100); do [ -S "$out/kura/kura.sock" ] && [ -S "$out/containerd/containerd.sock" ] && break; sleep 0.1; done
 
-$kura load -q -i "$out/image.tar" >/dev/null
+$kura load -i "$out/image.tar" --name "$image_ref" >/dev/null
 kimg=$($kura images -q | head -1)
 $ctr images import --base-name docker.io/bench/busybox --digests "$out/image.tar" >/dev/null
 cimg=$($ctr images ls -q | grep -v '^sha256' | head -1)

@@ -232,13 +232,15 @@ fn start_error(s: tonic::Status) -> anyhow::Error {
     st(s)
 }
 
-/// Read-write: a FIFO read with no writer yet would be an immediate EOF, and the
-/// shim opens its end only when the task is created. The copy then ends by itself
-/// once the process has exited and the FIFO stays quiet.
+/// Read-only and non-blocking: the open does not wait for the shim, which opens its
+/// end only when the task is created. Linux reports POLLHUP on such a reader only
+/// after a writer has come and gone, so the copy ends exactly when the shim has
+/// passed on everything and closed its end.
 fn open_fifo_read(p: &str) -> Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
     std::fs::OpenOptions::new()
         .read(true)
-        .write(true)
+        .custom_flags(libc::O_NONBLOCK)
         .open(p)
         .with_context(|| format!("open {p}"))
 }
@@ -260,9 +262,11 @@ fn copy_out(
                 revents: 0,
             };
             if unsafe { libc::poll(&mut p, 1, 50) } <= 0 {
+                // The shim normally closes its end at once; this bounds the wait when
+                // it cannot (a process the container left behind holds the pipe).
                 if exited.load(std::sync::atomic::Ordering::SeqCst) {
                     quiet += 1;
-                    if quiet >= 3 {
+                    if quiet >= 40 {
                         return;
                     }
                 }
@@ -270,7 +274,14 @@ fn copy_out(
             }
             quiet = 0;
             match from.read(&mut buf) {
-                Ok(0) | Err(_) => return,
+                Ok(0) => {
+                    if p.revents & libc::POLLHUP != 0 {
+                        return;
+                    }
+                    std::thread::sleep(std::time::Duration::from_millis(5));
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                Err(_) => return,
                 Ok(n) => {
                     let r = if to_stderr {
                         let mut e = std::io::stderr();

@@ -26,6 +26,7 @@ use anyhow::{bail, Context, Result};
 use options::{Restart, RunOptions};
 use serde::{Deserialize, Serialize};
 use shim::Shim;
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -89,6 +90,8 @@ pub struct Containers {
     /// kurad's own socket: shims are told it (containerd's `-address`).
     pub address: PathBuf,
     pub events: tokio::sync::broadcast::Sender<Event>,
+    /// Exits of `--rm` containers already removed, for a Wait that comes late.
+    removed_exits: std::sync::Mutex<HashMap<String, (u32, i64)>>,
 }
 
 fn now_ns() -> i64 {
@@ -162,7 +165,12 @@ pub fn signal_number(s: &str) -> Result<u32> {
 impl Containers {
     pub fn new(k: Arc<Kura>, address: PathBuf) -> Arc<Containers> {
         let (events, _) = tokio::sync::broadcast::channel(1024);
-        Arc::new(Containers { k, address, events })
+        Arc::new(Containers {
+            k,
+            address,
+            events,
+            removed_exits: Default::default(),
+        })
     }
 
     pub fn publish(&self, topic: &str, ns: &str, id: &str, attrs: Vec<(String, String)>) {
@@ -459,6 +467,7 @@ impl Containers {
         let _ = std::fs::remove_file(b.join("address"));
         let _ = std::fs::remove_file(b.join("exit.json"));
         let rt = shim::runtime_binary(&r.runtime)?;
+        let t0 = std::time::Instant::now();
         let addr = shim::start(
             &self.shim_bin(),
             ns,
@@ -468,6 +477,7 @@ impl Containers {
             &self.shim_run_dir(),
         )?;
         let s = Shim::connect(&addr, id)?;
+        let t_shim = t0.elapsed();
         let fifo = |n: &str| -> String {
             let p = b.join(n);
             if with_client_stdio && p.exists() {
@@ -485,10 +495,20 @@ impl Containers {
                 &self.runtime_root(ns),
                 &self.log_path(ns, id),
             )?;
+            let t_create = t0.elapsed();
             if let (true, Some((w, h))) = (r.options.tty, console) {
                 s.resize("", w, h)?;
             }
-            s.start("")
+            let pid = s.start("")?;
+            tracing::debug!(
+                ns,
+                id,
+                shim_ms = t_shim.as_secs_f64() * 1e3,
+                create_ms = (t_create - t_shim).as_secs_f64() * 1e3,
+                start_ms = (t0.elapsed() - t_create).as_secs_f64() * 1e3,
+                "task started"
+            );
+            Ok(pid)
         })();
         let pid = match started {
             Ok(p) => p,
@@ -538,9 +558,12 @@ impl Containers {
             }) else {
                 return;
             };
+            tracing::debug!(ns, id, code, "exit recorded");
             // The exit is on record: the task and its shim are no longer needed.
             let _ = s.delete("");
+            tracing::debug!(ns, id, "task deleted");
             s.shutdown();
+            tracing::debug!(ns, id, "shim shut down");
             let _ = std::fs::remove_file(me.bundle(&ns, &id).join("address"));
             me.publish(
                 "/tasks/exit",
@@ -554,6 +577,12 @@ impl Containers {
 
     fn after_exit(self: &Arc<Self>, ns: &str, r: Record, code: u32) {
         if r.options.auto_remove {
+            let mut m = self.removed_exits.lock().unwrap();
+            if m.len() >= 1024 {
+                m.clear();
+            }
+            m.insert(key(ns, &r.id), (code, r.exited_at_ns));
+            drop(m);
             if let Err(e) = self.remove(ns, &r.id, true) {
                 tracing::warn!(ns, id = r.id, "auto-remove: {e:#}");
             }
@@ -584,12 +613,30 @@ impl Containers {
     /// Blocks until the task exits (or returns the last exit).
     pub fn wait(&self, ns: &str, id: &str) -> Result<(u32, i64)> {
         let r = self.get(ns, id)?;
+        let res = self.wait_exit(ns, id, r.clone());
+        if r.options.auto_remove && res.is_ok() {
+            self.wait_removed(ns, id);
+        }
+        res
+    }
+
+    fn wait_exit(&self, ns: &str, id: &str, r: Record) -> Result<(u32, i64)> {
         if let Some(s) = self.shim(ns, id) {
             if let Ok(e) = s.wait("") {
                 return Ok(e);
             }
         }
-        let r = self.get(ns, id).unwrap_or(r);
+        let Ok(r) = self.get(ns, id) else {
+            // Removed by --rm meanwhile: its exit was kept.
+            return self
+                .removed_exits
+                .lock()
+                .unwrap()
+                .get(&key(ns, id))
+                .copied()
+                .or(r.exit_code.map(|c| (c, r.exited_at_ns)))
+                .with_context(|| format!("container {id} not found"));
+        };
         match r.exit_code {
             Some(c) => Ok((c, r.exited_at_ns)),
             None if r.started_at == 0 => bail!("container {id} was never started"),
@@ -598,6 +645,19 @@ impl Containers {
                 let r = self.get(ns, id)?;
                 Ok((r.exit_code.unwrap_or(137), r.exited_at_ns))
             }
+        }
+    }
+
+    /// `run --rm` returns once the container is gone, as docker's does: its name is
+    /// free and nothing of it is left when the client exits. Bounded: a removal that
+    /// fails is logged by the watcher, and the exit is still worth returning.
+    fn wait_removed(&self, ns: &str, id: &str) {
+        let end = std::time::Instant::now() + Duration::from_secs(30);
+        while std::time::Instant::now() < end {
+            if self.get(ns, id).is_err() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(2));
         }
     }
 
@@ -673,24 +733,32 @@ impl Containers {
             shim::cleanup(&self.shim_bin(), ns, id, &b, &self.address);
         }
         unmount(&b.join("rootfs"));
-        std::fs::remove_dir_all(&b)
-            .or_else(|e| {
-                if e.kind() == std::io::ErrorKind::NotFound {
-                    Ok(())
-                } else {
-                    Err(e)
-                }
-            })
-            .with_context(|| format!("remove {}", b.display()))?;
-        let _ = std::fs::remove_file(self.log_path(ns, id));
-        if let Err(e) = self.k.snapshots.remove(ns, &r.snapshotter, &r.snapshot_key) {
-            tracing::warn!(ns, id, "remove snapshot: {e:#}");
+        // The bundle's path is the container's name, free again at once: it moves
+        // aside, and the trees go in the background (`--rm` need not wait for that).
+        let mut trash = Vec::new();
+        if b.exists() {
+            let aside = b.with_file_name(format!(".removed-{id}-{:08x}", rand::random::<u32>()));
+            std::fs::rename(&b, &aside).with_context(|| format!("remove {}", b.display()))?;
+            trash.push(aside);
         }
+        let _ = std::fs::remove_file(self.log_path(ns, id));
+        match self.k.snapshots.forget(ns, &r.snapshotter, &r.snapshot_key) {
+            Ok(d) => trash.push(d),
+            Err(e) => tracing::warn!(ns, id, "remove snapshot: {e:#}"),
+        }
+        std::thread::spawn(move || {
+            for d in trash {
+                if let Err(e) = crate::snapshots::remove_tree(&d) {
+                    tracing::warn!("{e:#}");
+                }
+            }
+        });
         self.k.md.write(|tx| {
             let mut t = tx.open_table(CONTAINERS)?;
             t.remove(key(ns, id).as_str())?;
             Ok(())
         })?;
+        tracing::debug!(ns, id, "removed");
         self.publish("/containers/delete", ns, id, vec![]);
         Ok(())
     }
@@ -791,6 +859,15 @@ impl Containers {
             return;
         };
         for ns in nss {
+            // Bundles a removal had moved aside when kurad stopped.
+            if let Ok(rd) = std::fs::read_dir(self.k.state.join("containers").join(&ns)) {
+                for e in rd.flatten() {
+                    if e.file_name().to_string_lossy().starts_with(".removed-") {
+                        unmount(&e.path().join("rootfs"));
+                        let _ = crate::snapshots::remove_tree(&e.path());
+                    }
+                }
+            }
             let Ok(list) = self.list(&ns) else { continue };
             for r in list {
                 if !self.bundle(&ns, &r.id).join("address").exists() {

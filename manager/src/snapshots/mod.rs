@@ -263,6 +263,13 @@ impl Snapshots {
 
     /// Removes a snapshot that has no children.
     pub fn remove(&self, ns: &str, snapshotter: &str, k: &str) -> Result<()> {
+        let dir = self.forget(ns, snapshotter, k)?;
+        remove_tree(&dir)
+    }
+
+    /// Removes a snapshot's record and returns its directory, for the caller to delete
+    /// when it suits: until then it is an orphan, which GC deletes after a crash.
+    pub fn forget(&self, ns: &str, snapshotter: &str, k: &str) -> Result<PathBuf> {
         let rk = Self::rec_key(ns, snapshotter, k);
         let prefix = format!("{ns}/{snapshotter}/");
         let rec = self.md.write(|tx| {
@@ -278,7 +285,7 @@ impl Snapshots {
             t.remove(rk.as_str())?;
             Ok(rec)
         })?;
-        remove_tree(&self.dir(snapshotter, rec.id))
+        Ok(self.dir(snapshotter, rec.id))
     }
 
     pub fn mounts(&self, ns: &str, snapshotter: &str, k: &str) -> Result<Vec<Mount>> {
