@@ -250,7 +250,13 @@ impl Containers {
                 0,
             );
         }
-        match self.shim(ns, &r.id).and_then(|s| s.state().ok()) {
+        let Some(shim) = self.shim(ns, &r.id) else {
+            self.reap_dead_shim(ns, &r.id);
+            return (Status::Stopped, 0);
+        };
+        // A shim that answers but has no task yet is a start in progress: reaping it
+        // here would delete the task being created under the start's feet.
+        match shim.state().ok() {
             Some(st) => {
                 use containerd_shim_protos::api::Status as S;
                 let s = match st.status.enum_value_or_default() {
@@ -261,16 +267,23 @@ impl Containers {
                 };
                 (s, st.pid)
             }
-            None => {
-                self.reap_dead_shim(ns, &r.id);
-                (Status::Stopped, 0)
-            }
+            // No task: gone after its exit (the watcher is deleting it), or not
+            // created yet.
+            None if r.exit_code.is_some() => (Status::Stopped, 0),
+            None => (Status::Created, 0),
         }
     }
 
     /// A shim that does not answer: run its cleanup, record the exit it left.
     fn reap_dead_shim(&self, ns: &str, id: &str) {
+        // The watcher and any status query may find the dead shim at once: one cleanup,
+        // and none after it (a late one would unmount the rootfs of the next start).
+        static REAP: std::sync::Mutex<()> = std::sync::Mutex::new(());
+        let _one = REAP.lock().unwrap_or_else(|e| e.into_inner());
         let b = self.bundle(ns, id);
+        if !b.join("address").exists() {
+            return;
+        }
         let code = shim::cleanup(&self.shim_bin(), ns, id, &b, &self.address);
         let at = std::fs::metadata(b.join("exit.json"))
             .and_then(|m| m.modified())
@@ -614,8 +627,12 @@ impl Containers {
     pub fn wait(&self, ns: &str, id: &str) -> Result<(u32, i64)> {
         let r = self.get(ns, id)?;
         let res = self.wait_exit(ns, id, r.clone());
-        if r.options.auto_remove && res.is_ok() {
-            self.wait_removed(ns, id);
+        if res.is_ok() {
+            if r.options.auto_remove {
+                self.wait_removed(ns, id);
+            } else {
+                self.wait_recorded(ns, id);
+            }
         }
         res
     }
@@ -644,6 +661,18 @@ impl Containers {
                 self.reap_dead_shim(ns, id);
                 let r = self.get(ns, id)?;
                 Ok((r.exit_code.unwrap_or(137), r.exited_at_ns))
+            }
+        }
+    }
+
+    /// A client that saw the exit next sees it in `ps` too: the watcher has recorded
+    /// it. Bounded like the removal.
+    fn wait_recorded(&self, ns: &str, id: &str) {
+        let end = std::time::Instant::now() + Duration::from_secs(10);
+        while std::time::Instant::now() < end {
+            match self.get(ns, id) {
+                Ok(r) if r.exit_code.is_none() => std::thread::sleep(Duration::from_millis(2)),
+                _ => return,
             }
         }
     }
@@ -732,13 +761,17 @@ impl Containers {
         } else if b.join("address").exists() {
             shim::cleanup(&self.shim_bin(), ns, id, &b, &self.address);
         }
-        unmount(&b.join("rootfs"));
         // The bundle's path is the container's name, free again at once: it moves
-        // aside, and the trees go in the background (`--rm` need not wait for that).
+        // aside (its rootfs mount with it), and the unmount, which syncs the overlay's
+        // upper fs, and the trees go in the background (`--rm` need not wait for them;
+        // kurad's next start finishes what a crash interrupts).
         let mut trash = Vec::new();
         if b.exists() {
             let aside = b.with_file_name(format!(".removed-{id}-{:08x}", rand::random::<u32>()));
-            std::fs::rename(&b, &aside).with_context(|| format!("remove {}", b.display()))?;
+            if let Err(e) = std::fs::rename(&b, &aside) {
+                unmount(&b.join("rootfs"));
+                return Err(e).with_context(|| format!("remove {}", b.display()));
+            }
             trash.push(aside);
         }
         let _ = std::fs::remove_file(self.log_path(ns, id));
@@ -748,6 +781,12 @@ impl Containers {
         }
         std::thread::spawn(move || {
             for d in trash {
+                unmount(&d.join("rootfs"));
+                // Never recurse into a mounted rootfs: its lower layers are shared.
+                if is_mountpoint(&d.join("rootfs")) {
+                    tracing::warn!("{}: rootfs still mounted, left in place", d.display());
+                    continue;
+                }
                 if let Err(e) = crate::snapshots::remove_tree(&d) {
                     tracing::warn!("{e:#}");
                 }
