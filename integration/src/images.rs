@@ -555,7 +555,25 @@ impl Kurad {
     }
 }
 
+/// A kurad of its own with the busybox test image loaded as `image`; None (the reason
+/// printed) when the tools the image is built with are missing.
+pub fn kurad_with_busybox(image: &str) -> Option<Kurad> {
+    if let Some(m) = missing_tools() {
+        eprintln!("SKIP: {m}");
+        return None;
+    }
+    let k = Kurad::start("");
+    k.load_busybox(image);
+    Some(k)
+}
+
 impl Kurad {
+    /// A container's `State` as `kura inspect` shows it.
+    pub fn container_state(&self, id: &str) -> serde_json::Value {
+        let v: serde_json::Value = serde_json::from_str(&self.ok(&["inspect", id])).unwrap();
+        v["State"].clone()
+    }
+
     /// Loads the `busybox` test image (mkimage.py) under `name` with `kura load`.
     pub fn load_busybox(&self, name: &str) {
         let layout = build_image("busybox", self.dir.path());

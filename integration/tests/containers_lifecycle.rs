@@ -2,7 +2,7 @@
 //! --timestamps, -f), exec, top, stats, pause/unpause, kill, wait, stop, rm; create +
 //! start -a; attach; events; restart policies.
 
-use kura_integration::images::{missing_tools, Kurad};
+use kura_integration::images::{kurad_with_busybox, Kurad};
 use kura_integration::require_root;
 use kura_integration::shim::wait_for;
 use std::io::{BufRead, BufReader, Write};
@@ -12,18 +12,11 @@ use std::time::{Duration, Instant};
 const IMG: &str = "docker.io/kura/busybox:v1";
 
 fn kurad() -> Option<Kurad> {
-    if let Some(m) = missing_tools() {
-        eprintln!("SKIP: {m}");
-        return None;
-    }
-    let k = Kurad::start("");
-    k.load_busybox(IMG);
-    Some(k)
+    kurad_with_busybox(IMG)
 }
 
 fn status(k: &Kurad, id: &str) -> serde_json::Value {
-    let v: serde_json::Value = serde_json::from_str(&k.ok(&["inspect", id])).unwrap();
-    v["State"].clone()
+    k.container_state(id)
 }
 
 #[test]

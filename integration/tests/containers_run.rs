@@ -2,7 +2,7 @@
 //! spec (env, user, workdir, volumes, tmpfs, read-only root, resources, capabilities,
 //! network), the 127 case, bad input that leaves nothing behind, and runc as runtime.
 
-use kura_integration::images::{missing_tools, Kurad};
+use kura_integration::images::{kurad_with_busybox, Kurad};
 use kura_integration::shim::which;
 use kura_integration::{require_root, skip, Scratch};
 use std::io::Write;
@@ -11,13 +11,7 @@ use std::process::Stdio;
 const IMG: &str = "docker.io/kura/busybox:v1";
 
 fn kurad() -> Option<Kurad> {
-    if let Some(m) = missing_tools() {
-        eprintln!("SKIP: {m}");
-        return None;
-    }
-    let k = Kurad::start("");
-    k.load_busybox(IMG);
-    Some(k)
+    kurad_with_busybox(IMG)
 }
 
 fn out(o: &std::process::Output) -> (String, String) {

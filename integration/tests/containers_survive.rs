@@ -3,7 +3,7 @@
 //! found with the right status; a shim killed -9 leaves its container stopped and
 //! cleaned. Also `kura run -it` on a real pty.
 
-use kura_integration::images::{missing_tools, Kurad};
+use kura_integration::images::{kurad_with_busybox, Kurad};
 use kura_integration::shim::{alive, wait_for, which};
 use kura_integration::{require_root, skip};
 use std::process::{Command, Stdio};
@@ -12,18 +12,11 @@ use std::time::Duration;
 const IMG: &str = "docker.io/kura/busybox:v1";
 
 fn kurad() -> Option<Kurad> {
-    if let Some(m) = missing_tools() {
-        eprintln!("SKIP: {m}");
-        return None;
-    }
-    let k = Kurad::start("");
-    k.load_busybox(IMG);
-    Some(k)
+    kurad_with_busybox(IMG)
 }
 
 fn state(k: &Kurad, id: &str) -> serde_json::Value {
-    let v: serde_json::Value = serde_json::from_str(&k.ok(&["inspect", id])).unwrap();
-    v["State"].clone()
+    k.container_state(id)
 }
 
 #[test]

@@ -628,11 +628,7 @@ impl Containers {
         let r = self.get(ns, id)?;
         let res = self.wait_exit(ns, id, r.clone());
         if res.is_ok() {
-            if r.options.auto_remove {
-                self.wait_removed(ns, id);
-            } else {
-                self.wait_recorded(ns, id);
-            }
+            self.wait_settled(ns, id, r.options.auto_remove);
         }
         res
     }
@@ -665,28 +661,19 @@ impl Containers {
         }
     }
 
-    /// A client that saw the exit next sees it in `ps` too: the watcher has recorded
-    /// it. Bounded like the removal.
-    fn wait_recorded(&self, ns: &str, id: &str) {
-        let end = std::time::Instant::now() + Duration::from_secs(10);
-        while std::time::Instant::now() < end {
-            match self.get(ns, id) {
-                Ok(r) if r.exit_code.is_none() => std::thread::sleep(Duration::from_millis(2)),
-                _ => return,
-            }
-        }
-    }
-
-    /// `run --rm` returns once the container is gone, as docker's does: its name is
-    /// free and nothing of it is left when the client exits. Bounded: a removal that
-    /// fails is logged by the watcher, and the exit is still worth returning.
-    fn wait_removed(&self, ns: &str, id: &str) {
+    /// Until the watcher has caught up with an exit the client already saw: the exit
+    /// recorded (`ps` shows it), or for `--rm` the container gone, as docker's `run
+    /// --rm` waits (the name free, nothing left). Bounded: a removal that fails is
+    /// logged by the watcher, and the exit is still worth returning.
+    fn wait_settled(&self, ns: &str, id: &str, removal: bool) {
         let end = std::time::Instant::now() + Duration::from_secs(30);
         while std::time::Instant::now() < end {
-            if self.get(ns, id).is_err() {
-                return;
+            match self.get(ns, id) {
+                Ok(r) if removal || r.exit_code.is_none() => {
+                    std::thread::sleep(Duration::from_millis(2))
+                }
+                _ => return,
             }
-            std::thread::sleep(Duration::from_millis(2));
         }
     }
 

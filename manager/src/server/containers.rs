@@ -1,6 +1,6 @@
 //! The Containers, Tasks and Events services: thin gRPC layers over `containers`.
 
-use super::{ns, status, BoxStream, Res};
+use super::{blocking, ns, status, BoxStream, Res};
 use crate::containers::{options::RunOptions, Containers, Record, Status as TaskStatus};
 use kura_proto::v1 as pb;
 use std::sync::Arc;
@@ -10,21 +10,9 @@ use tonic::{Request, Response, Status};
 #[derive(Clone)]
 pub struct CSvc(pub Arc<Containers>);
 
-async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> anyhow::Result<T> + Send + 'static,
-) -> Result<T, Status> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| Status::internal(e.to_string()))?
-        .map_err(|e| {
-            let msg = format!("{e:#}");
-            // A command that is not in the image: the client exits 127, as docker does.
-            if msg.contains("executable file not found") || msg.contains("no such executable") {
-                Status::failed_precondition(msg)
-            } else {
-                status(e)
-            }
-        })
+/// The container as it is now, for a reply.
+fn current(c: &Containers, ns: &str, id: &str) -> anyhow::Result<pb::Container> {
+    Ok(to_proto(c, ns, &c.get(ns, id)?))
 }
 
 fn to_proto(c: &Containers, ns: &str, r: &Record) -> pb::Container {
@@ -109,11 +97,7 @@ impl pb::containers_server::Containers for CSvc {
         let id = r.into_inner().id;
         let c = self.0.clone();
         Ok(Response::new(
-            blocking(move || {
-                let rec = c.get(&ns, &id)?;
-                Ok(to_proto(&c, &ns, &rec))
-            })
-            .await?,
+            blocking(move || current(&c, &ns, &id)).await?,
         ))
     }
 
@@ -162,8 +146,7 @@ impl pb::tasks_server::Tasks for CSvc {
         Ok(Response::new(
             blocking(move || {
                 c.start(&ns, &id, true, console)?;
-                let rec = c.get(&ns, &id)?;
-                Ok(to_proto(&c, &ns, &rec))
+                current(&c, &ns, &id)
             })
             .await?,
         ))

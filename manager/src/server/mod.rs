@@ -23,7 +23,10 @@ type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
 pub fn status(e: anyhow::Error) -> Status {
     let msg = format!("{e:#}");
     let l = msg.to_lowercase();
-    let code = if l.contains("not found") {
+    // A command that is not in the image: `kura run` exits 127, as docker does.
+    let code = if l.contains("executable file not found") || l.contains("no such executable") {
+        tonic::Code::FailedPrecondition
+    } else if l.contains("not found") {
         tonic::Code::NotFound
     } else if l.contains("already exists") {
         tonic::Code::AlreadyExists
@@ -61,7 +64,7 @@ fn auth(a: Option<pb::RegistryAuth>) -> Option<Auth> {
     })
 }
 
-async fn blocking<T: Send + 'static>(
+pub(crate) async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> anyhow::Result<T> + Send + 'static,
 ) -> Result<T, Status> {
     tokio::task::spawn_blocking(f)
