@@ -2,7 +2,7 @@
 # Benchmark: `kura run --rm IMAGE true` against `ctr run --rm` (Debian's containerd 1.6
 # with runc) and `podman run --rm` (Debian's podman 4.3, with runc), in the same run, each
 # on its own private root, the same busybox image loaded into each beforehand. All three
-# without a network (kura's default is an empty netns; ctr's too; podman gets
+# without a network (kura gets `--network none`, an empty netns; ctr has none; podman gets
 # `--network none`): this measures the container path, not CNI. Then memory: the idle
 # shim's RSS, and kurad plus N idle containers' shims (Pss, so shared pages count once).
 #
@@ -88,11 +88,11 @@ pimg=$($podman images -q | head -1)
 echo "images: kura=$kimg containerd=$cimg podman=$pimg" >&2
 
 # Each tool runs once before timing (warm caches, snapshot of the image unpacked).
-$kura run --rm "$kimg" true
+$kura run --rm --network none "$kimg" true
 $ctr run --rm "$cimg" warm true
 $podman $prun "$pimg" true
 hyperfine --warmup 3 --runs "$runs" --export-json "$out/result.json" --style basic \
-	-n kura "$kura run --rm $kimg true" \
+	-n kura "$kura run --rm --network none $kimg true" \
 	-n containerd "$ctr run --rm $cimg bench-ctr true" \
 	-n podman "$podman $prun $pimg true" >&2
 
@@ -101,7 +101,7 @@ pss() { awk '/^Pss:/ {s += $2} END {print s + 0}' "/proc/$1/smaps_rollup"; }
 rss() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status"; }
 kurad_before=$(pss $kpid)
 for i in $(seq "$idle"); do
-	$kura run -d --name "idle-$i" "$kimg" sleep 3600 >/dev/null
+	$kura run -d --network none --name "idle-$i" "$kimg" sleep 3600 >/dev/null
 done
 sleep 1
 shims=$(pgrep -f "kura-shim.*-id idle-" || true)

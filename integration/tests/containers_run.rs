@@ -156,6 +156,8 @@ fn containers_run_options_shape_the_spec() {
         "--tmpfs",
         "/t",
         "--read-only",
+        "--network",
+        "none",
         IMG,
         "sh",
         "-c",
@@ -174,7 +176,7 @@ fn containers_run_options_shape_the_spec() {
     assert!(so.contains("hosts\nboxy\n"), "{so}");
     // A non-root user has no effective capabilities.
     assert!(so.contains("CapEff:\t0000000000000000"), "{so}");
-    // --network none (the default): loopback only.
+    // --network none: loopback only.
     assert_eq!(so.lines().last().unwrap().trim(), "1", "{so}");
 
     // Root gets docker's default set; --cap-drop removes, --privileged gives all.

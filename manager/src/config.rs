@@ -6,6 +6,8 @@
 //! max_concurrent_downloads = 3
 //! stall_timeout_secs = 30            # a transfer making no progress this long fails
 //! content_sync = true                # fsync blobs before they enter the store
+//! [network]
+//! cni_path = ["/usr/lib/cni", "/opt/cni/bin"]   # where CNI plugin binaries are looked for
 //! [registry]
 //! config_path = "/root/.docker/config.json"   # credentials used when a client sends none
 //! [registry.hosts."127.0.0.1:5000"]
@@ -29,6 +31,22 @@ pub struct Config {
     /// fsync each blob before it enters the content store.
     pub content_sync: bool,
     pub registry: RegistryConfig,
+    pub network: NetworkConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct NetworkConfig {
+    /// Directories searched for CNI plugins, in order (Debian's, then the upstream one).
+    pub cni_path: Vec<PathBuf>,
+}
+
+impl Default for NetworkConfig {
+    fn default() -> Self {
+        NetworkConfig {
+            cni_path: vec!["/usr/lib/cni".into(), "/opt/cni/bin".into()],
+        }
+    }
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -58,6 +76,7 @@ impl Default for Config {
             stall_timeout_secs: 30,
             content_sync: true,
             registry: RegistryConfig::default(),
+            network: NetworkConfig::default(),
         }
     }
 }

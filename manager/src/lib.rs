@@ -14,6 +14,7 @@ pub mod daemon;
 pub mod gc;
 pub mod images;
 pub mod metadata;
+pub mod network;
 pub mod registry;
 pub mod server;
 pub mod snapshots;

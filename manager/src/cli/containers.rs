@@ -77,9 +77,15 @@ pub struct RunFlags {
     /// no | always | on-failure[:N] | unless-stopped
     #[arg(long, default_value = "no")]
     pub restart: String,
-    /// none | host
-    #[arg(long, default_value = "none")]
+    /// A network's name (default: the `kura` bridge), none, host or container:ID.
+    #[arg(long, default_value = "kura")]
     pub network: String,
+    /// Publish a port: [IP:]HOST:CONTAINER[/tcp|udp].
+    #[arg(short = 'p', long = "publish")]
+    pub publish: Vec<String>,
+    /// A fixed IPv4 address on the network.
+    #[arg(long)]
+    pub ip: Option<String>,
     /// Nameservers for /etc/resolv.conf.
     #[arg(long)]
     pub dns: Vec<String>,
@@ -139,6 +145,12 @@ impl RunFlags {
             network: Network::parse(&self.network)?,
             dns: self.dns.clone(),
             add_hosts: self.add_host.clone(),
+            ports: self
+                .publish
+                .iter()
+                .map(|p| options::PortMap::parse(p))
+                .collect::<Result<_>>()?,
+            ip: self.ip.clone(),
             auto_remove,
             ..Default::default()
         };
@@ -670,7 +682,7 @@ pub async fn ps(c: &Client, all: bool, quiet: bool, json: bool) -> Result<()> {
         return Ok(());
     }
     println!(
-        "{:<20} {:<28} {:<24} {:<28} {:<8}",
+        "{:<20} {:<28} {:<24} {:<28} {:<8} PORTS",
         "CONTAINER ID", "IMAGE", "COMMAND", "STATUS", "PID"
     );
     for x in &list {
@@ -679,7 +691,7 @@ pub async fn ps(c: &Client, all: bool, quiet: bool, json: bool) -> Result<()> {
             cmd = cmd.chars().take(21).chain(['…']).collect();
         }
         println!(
-            "{:<20} {:<28} {:<24} {:<28} {:<8}",
+            "{:<20} {:<28} {:<24} {:<28} {:<8} {}",
             x.id,
             x.image,
             format!("\"{cmd}\""),
@@ -688,7 +700,8 @@ pub async fn ps(c: &Client, all: bool, quiet: bool, json: bool) -> Result<()> {
                 x.pid.to_string()
             } else {
                 "-".into()
-            }
+            },
+            x.ports.join(", ")
         );
     }
     Ok(())
@@ -717,6 +730,13 @@ pub fn container_json(x: &pb::Container) -> serde_json::Value {
         "LogPath": x.log_path,
         "SnapshotKey": x.snapshot_key,
         "Labels": x.labels,
+        "NetworkSettings": {
+            "Network": x.network,
+            "IPAddress": x.ip_address,
+            "Gateway": x.gateway,
+            "MacAddress": x.mac_address,
+            "Ports": x.ports,
+        },
         "Options": serde_json::from_str::<serde_json::Value>(&x.options_json).unwrap_or_default(),
         "Spec": serde_json::from_str::<serde_json::Value>(&x.spec_json).unwrap_or_default(),
     })

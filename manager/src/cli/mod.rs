@@ -10,6 +10,7 @@ use std::path::PathBuf;
 use tonic::transport::Channel;
 
 pub mod containers;
+pub mod networks;
 pub mod progress;
 
 #[derive(Parser)]
@@ -321,6 +322,9 @@ pub enum Cmd {
     /// Leases.
     #[command(subcommand)]
     Lease(LeaseCmd),
+    /// Networks: create, ls, inspect, rm.
+    #[command(subcommand)]
+    Network(networks::NetworkCmd),
     /// kurad's version and paths.
     Version,
 }
@@ -451,6 +455,9 @@ impl Client {
     }
     pub fn tasks(&self) -> pb::tasks_client::TasksClient<Channel> {
         pb::tasks_client::TasksClient::new(self.ch.clone())
+    }
+    pub fn networks(&self) -> pb::networks_client::NetworksClient<Channel> {
+        pb::networks_client::NetworksClient::new(self.ch.clone())
     }
     pub fn events(&self) -> pb::events_client::EventsClient<Channel> {
         pb::events_client::EventsClient::new(self.ch.clone())
@@ -1275,6 +1282,7 @@ pub async fn run(cli: Cli) -> Result<()> {
                 }
             }
         },
+        Cmd::Network(nc) => networks::run(&c, nc).await?,
         Cmd::Lease(lc) => match lc {
             LeaseCmd::Ls => {
                 let l = c

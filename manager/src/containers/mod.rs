@@ -23,7 +23,7 @@ pub mod user;
 use crate::daemon::Kura;
 use crate::metadata::{self, key, Labels, ReadableTable, CONTAINERS};
 use anyhow::{bail, Context, Result};
-use options::{Restart, RunOptions};
+use options::{Network, Restart, RunOptions};
 use serde::{Deserialize, Serialize};
 use shim::Shim;
 use std::collections::HashMap;
@@ -274,6 +274,14 @@ impl Containers {
         }
     }
 
+    /// The task is gone: its network namespace and what CNI gave it go too. A failure
+    /// is logged; the record stays and the next removal or kurad start tries again.
+    fn release_network(&self, ns: &str, id: &str) {
+        if let Err(e) = self.k.networks.detach(ns, id) {
+            tracing::warn!(ns, id, "{e:#}");
+        }
+    }
+
     /// A shim that does not answer: run its cleanup, record the exit it left.
     fn reap_dead_shim(&self, ns: &str, id: &str) {
         // The watcher and any status query may find the dead shim at once: one cleanup,
@@ -292,6 +300,7 @@ impl Containers {
             .map(|d| d.as_nanos() as i64)
             .unwrap_or_else(now_ns);
         let _ = std::fs::remove_file(b.join("address"));
+        self.release_network(ns, id);
         let _ = self.update(ns, id, |r| {
             if r.exit_code.is_none() {
                 r.exit_code = Some(code);
@@ -299,6 +308,28 @@ impl Containers {
             }
         });
         tracing::info!(ns, id, code, "shim was gone; cleaned up");
+    }
+
+    /// The network namespace a container's spec joins: kurad's own for none and bridge
+    /// networks, the other container's for `container:ID` (None: the host's).
+    fn netns_for(&self, ns: &str, id: &str, n: &Network) -> Result<Option<PathBuf>> {
+        Ok(match n {
+            Network::None | Network::Bridge(_) => Some(self.k.networks.netns_path(ns, id)),
+            Network::Container(t) => {
+                let tr = self
+                    .get(ns, t)
+                    .with_context(|| format!("--network container:{t}"))?;
+                match &tr.options.network {
+                    Network::Host => None,
+                    Network::Netns(p) => Some(PathBuf::from(p)),
+                    Network::Container(_) => {
+                        bail!("--network container:{t}: {t} itself shares another container's network; name that one")
+                    }
+                    _ => Some(self.k.networks.netns_path(ns, t)),
+                }
+            }
+            Network::Host | Network::Netns(_) => None,
+        })
     }
 
     /// Makes a container (not started). Undoes everything on failure.
@@ -322,6 +353,8 @@ impl Containers {
         check_id(&id)?;
         Restart::parse(restart)?;
         shim::runtime_binary(runtime)?;
+        self.k.networks.validate(&opts)?;
+        let netns = self.netns_for(ns, &id, &opts.network)?;
         if self
             .k
             .md
@@ -375,6 +408,7 @@ impl Containers {
                     rootfs: &bundle.join("rootfs"),
                     etc_dir: &bundle.join("etc"),
                     opts: &opts,
+                    netns: netns.as_deref(),
                 })?;
                 std::fs::write(
                     bundle.join("config.json"),
@@ -481,15 +515,36 @@ impl Containers {
         let _ = std::fs::remove_file(b.join("exit.json"));
         let rt = shim::runtime_binary(&r.runtime)?;
         let t0 = std::time::Instant::now();
-        let addr = shim::start(
+        if let Network::Container(t) = &r.options.network {
+            let tr = self
+                .get(ns, t)
+                .with_context(|| format!("--network container:{t}"))?;
+            if !matches!(self.status(ns, &tr).0, Status::Running | Status::Paused) {
+                bail!("--network container:{t}: container {t} is not running");
+            }
+        }
+        self.k
+            .networks
+            .attach(ns, id, &r.options, &b.join("etc"))
+            .with_context(|| format!("container {id}: network"))?;
+        let t_net = t0.elapsed();
+        let addr = match shim::start(
             &self.shim_bin(),
             ns,
             id,
             &b,
             &self.address,
             &self.shim_run_dir(),
-        )?;
-        let s = Shim::connect(&addr, id)?;
+        )
+        .and_then(|a| Shim::connect(&a, id).map(|s| (a, s)))
+        {
+            Ok(a) => a,
+            Err(e) => {
+                self.release_network(ns, id);
+                return Err(e);
+            }
+        };
+        let (_, s) = addr;
         let t_shim = t0.elapsed();
         let fifo = |n: &str| -> String {
             let p = b.join(n);
@@ -516,7 +571,8 @@ impl Containers {
             tracing::debug!(
                 ns,
                 id,
-                shim_ms = t_shim.as_secs_f64() * 1e3,
+                net_ms = t_net.as_secs_f64() * 1e3,
+                shim_ms = (t_shim - t_net).as_secs_f64() * 1e3,
                 create_ms = (t_create - t_shim).as_secs_f64() * 1e3,
                 start_ms = (t0.elapsed() - t_create).as_secs_f64() * 1e3,
                 "task started"
@@ -529,6 +585,7 @@ impl Containers {
                 let _ = s.delete("");
                 s.shutdown();
                 let _ = std::fs::remove_file(b.join("address"));
+                self.release_network(ns, id);
                 return Err(e);
             }
         };
@@ -578,6 +635,7 @@ impl Containers {
             s.shutdown();
             tracing::debug!(ns, id, "shim shut down");
             let _ = std::fs::remove_file(me.bundle(&ns, &id).join("address"));
+            me.release_network(&ns, &id);
             me.publish(
                 "/tasks/exit",
                 &ns,
@@ -748,6 +806,7 @@ impl Containers {
         } else if b.join("address").exists() {
             shim::cleanup(&self.shim_bin(), ns, id, &b, &self.address);
         }
+        self.release_network(ns, id);
         // The bundle's path is the container's name, free again at once: it moves
         // aside (its rootfs mount with it), and the unmount, which syncs the overlay's
         // upper fs, and the trees go in the background (`--rm` need not wait for them;
@@ -881,6 +940,19 @@ impl Containers {
 
     /// After a kurad restart: reconnect to every shim, or clean up after the dead ones.
     pub fn recover(self: &Arc<Self>) {
+        // Network attachments of containers that are gone or have no task (kurad died
+        // between the removal and DEL, or during a start).
+        for a in self.k.networks.attachments() {
+            let gone = self.get(&a.ns, &a.id).is_err();
+            if gone || !self.bundle(&a.ns, &a.id).join("address").exists() {
+                tracing::info!(
+                    ns = a.ns,
+                    id = a.id,
+                    "releasing a leftover network attachment"
+                );
+                self.release_network(&a.ns, &a.id);
+            }
+        }
         let Ok(nss) = metadata::namespaces(&self.k.md) else {
             return;
         };
@@ -910,6 +982,14 @@ impl Containers {
                                     .as_ref()
                                     .map(|t| t.seconds * 1_000_000_000 + t.nanos as i64)
                                     .unwrap_or_else(now_ns);
+                                if let Some(s) = self.shim(&ns, &r.id) {
+                                    let _ = s.delete("");
+                                    s.shutdown();
+                                    let _ = std::fs::remove_file(
+                                        self.bundle(&ns, &r.id).join("address"),
+                                    );
+                                }
+                                self.release_network(&ns, &r.id);
                                 if let Ok(r) = self.update(&ns, &r.id, |r| {
                                     r.exit_code = Some(st.exit_status);
                                     r.exited_at_ns = at;

@@ -35,6 +35,10 @@ pub struct RunOptions {
     pub network: Network,
     pub dns: Vec<String>,
     pub add_hosts: Vec<String>,
+    /// `-p`: published ports (bridge networks).
+    pub ports: Vec<PortMap>,
+    /// `--ip`: a fixed address on the bridge network.
+    pub ip: Option<String>,
     /// Remove the container when it exits (`--rm`); kurad does it even if the client is gone.
     pub auto_remove: bool,
 }
@@ -62,16 +66,121 @@ pub enum Network {
     Host,
     /// Join this network namespace (a path).
     Netns(String),
+    /// Attached to a kura network (CNI bridge) by name.
+    Bridge(String),
+    /// Share another container's network namespace (`container:ID`).
+    Container(String),
 }
 
 impl Network {
+    /// `none`, `host`, `container:ID`, a netns path, or a network's name (`bridge` is
+    /// the default network, as docker and podman call it).
     pub fn parse(s: &str) -> Result<Network> {
         Ok(match s {
             "" | "none" => Network::None,
             "host" => Network::Host,
             p if p.starts_with('/') => Network::Netns(p.to_string()),
-            other => bail!("--network {other:?}: only none, host or a netns path are supported"),
+            c if c.starts_with("container:") => {
+                let id = &c["container:".len()..];
+                if id.is_empty() {
+                    bail!("--network {c:?}: name the container (container:ID)");
+                }
+                Network::Container(id.to_string())
+            }
+            "bridge" => Network::Bridge(crate::network::DEFAULT.into()),
+            n => {
+                crate::network::check_name(n).with_context(|| format!("--network {n:?}"))?;
+                Network::Bridge(n.to_string())
+            }
         })
+    }
+}
+
+/// A published port: `-p [IP:]HOST:CONTAINER[/tcp|udp]`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct PortMap {
+    /// Empty: every address of the host.
+    pub host_ip: String,
+    pub host_port: u16,
+    pub container_port: u16,
+    pub protocol: String,
+}
+
+impl PortMap {
+    pub fn parse(s: &str) -> Result<PortMap> {
+        let (spec, proto) = s.split_once('/').unwrap_or((s, "tcp"));
+        if !matches!(proto, "tcp" | "udp") {
+            bail!("-p {s:?}: protocol {proto:?} is not tcp or udp");
+        }
+        // The host IP may itself hold colons only as IPv6, which kura networks lack.
+        let parts: Vec<&str> = spec.split(':').collect();
+        let (ip, host, cont) = match parts.as_slice() {
+            [h, c] => ("", *h, *c),
+            [i, h, c] => (*i, *h, *c),
+            [_] => bail!("-p {s:?}: give the host port too (HOST:CONTAINER)"),
+            _ => bail!("-p {s:?}: expected [IP:]HOST:CONTAINER[/tcp|udp]"),
+        };
+        if !ip.is_empty() {
+            ip.parse::<std::net::Ipv4Addr>()
+                .with_context(|| format!("-p {s:?}: {ip:?} is not an IPv4 address"))?;
+        }
+        let port = |p: &str, what: &str| -> Result<u16> {
+            p.parse::<u16>()
+                .ok()
+                .filter(|n| *n > 0)
+                .with_context(|| format!("-p {s:?}: the {what} port {p:?} is not 1..=65535"))
+        };
+        Ok(PortMap {
+            host_ip: ip.into(),
+            host_port: port(host, "host")?,
+            container_port: port(cont, "container")?,
+            protocol: proto.into(),
+        })
+    }
+
+    /// `[IP:]PORT/PROTO` as the host sees it.
+    pub fn host_side(&self) -> String {
+        if self.host_ip.is_empty() {
+            format!("{}/{}", self.host_port, self.protocol)
+        } else {
+            format!("{}:{}/{}", self.host_ip, self.host_port, self.protocol)
+        }
+    }
+
+    /// Both would catch the same packets.
+    pub fn clashes(&self, o: &PortMap) -> bool {
+        self.host_port == o.host_port
+            && self.protocol == o.protocol
+            && (self.host_ip == o.host_ip || self.host_ip.is_empty() || o.host_ip.is_empty())
+    }
+
+    /// Nothing on the host listens there already (portmap's DNAT would hide it).
+    pub fn check_free(&self) -> Result<()> {
+        let ip = if self.host_ip.is_empty() {
+            "0.0.0.0"
+        } else {
+            &self.host_ip
+        };
+        let addr = format!("{ip}:{}", self.host_port);
+        let r = if self.protocol == "udp" {
+            std::net::UdpSocket::bind(&addr).map(drop)
+        } else {
+            std::net::TcpListener::bind(&addr).map(drop)
+        };
+        r.with_context(|| format!("port {} is not free on the host", self.host_side()))
+    }
+
+    /// The CNI `portMappings` entry.
+    pub fn cni(&self) -> serde_json::Value {
+        let mut v = serde_json::json!({
+            "hostPort": self.host_port,
+            "containerPort": self.container_port,
+            "protocol": self.protocol,
+        });
+        if !self.host_ip.is_empty() {
+            v["hostIP"] = self.host_ip.clone().into();
+        }
+        v
     }
 }
 
@@ -229,5 +338,31 @@ mod tests {
         let f = Restart::parse("on-failure:2").unwrap();
         assert!(f.applies(1, 1, false) && !f.applies(1, 2, false) && !f.applies(0, 0, false));
         assert!(Restart::parse("sometimes").is_err());
+    }
+
+    #[test]
+    fn ports_and_networks() {
+        let p = PortMap::parse("127.0.0.1:8080:80/udp").unwrap();
+        assert_eq!(
+            (p.host_ip.as_str(), p.host_port, p.container_port),
+            ("127.0.0.1", 8080, 80)
+        );
+        assert_eq!(p.protocol, "udp");
+        let q = PortMap::parse("8080:80").unwrap();
+        assert!(!q.clashes(&p));
+        assert!(q.clashes(&PortMap::parse("127.0.0.1:8080:81").unwrap()));
+        for bad in ["80", "0:80", "x:80", "1:2/sctp", "300.1.1.1:1:2", "1:2:3:4"] {
+            assert!(PortMap::parse(bad).is_err(), "{bad}");
+        }
+        assert_eq!(
+            Network::parse("bridge").unwrap(),
+            Network::Bridge("kura".into())
+        );
+        assert_eq!(
+            Network::parse("container:web").unwrap(),
+            Network::Container("web".into())
+        );
+        assert!(Network::parse("container:").is_err());
+        assert!(Network::parse("no/slash").is_err());
     }
 }

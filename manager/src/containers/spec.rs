@@ -103,6 +103,9 @@ pub struct Input<'a> {
     /// Where /etc/hostname, /etc/hosts and /etc/resolv.conf are written.
     pub etc_dir: &'a Path,
     pub opts: &'a RunOptions,
+    /// The network namespace to join (kurad's for none/bridge, another container's);
+    /// None with `container:` means that container is on the host's network.
+    pub netns: Option<&'a Path>,
 }
 
 pub struct Generated {
@@ -327,10 +330,12 @@ pub fn generate(i: &Input) -> Result<Generated> {
         json!({"type": "mount"}),
         json!({"type": "cgroup"}),
     ];
-    match &o.network {
-        Network::None => namespaces.push(json!({"type": "network"})),
-        Network::Host => {}
-        Network::Netns(p) => namespaces.push(json!({"type": "network", "path": p})),
+    match (&o.network, i.netns) {
+        (Network::Host, _) => {}
+        (Network::Netns(p), _) => namespaces.push(json!({"type": "network", "path": p})),
+        (_, Some(p)) => namespaces.push(json!({"type": "network", "path": p})),
+        (Network::Container(_), None) => {}
+        (_, None) => namespaces.push(json!({"type": "network"})),
     }
 
     let mut resources = json!({
@@ -434,6 +439,7 @@ mod tests {
             rootfs: &rootfs,
             etc_dir: &dir.join("etc"),
             opts: o,
+            netns: None,
         });
         let _ = std::fs::remove_dir_all(&dir);
         out

@@ -20,6 +20,10 @@ fn to_proto(c: &Containers, ns: &str, r: &Record) -> pb::Container {
     // Status may have reaped a dead shim: read the exit again.
     let r = c.get(ns, &r.id).unwrap_or_else(|_| r.clone());
     let b = c.bundle(ns, &r.id);
+    let net =
+        c.k.networks
+            .attachment(ns, &r.id)
+            .filter(|a| !a.result.is_null());
     let path = |n: &str| {
         let p = b.join(n);
         if p.exists() {
@@ -58,6 +62,25 @@ fn to_proto(c: &Containers, ns: &str, r: &Record) -> pb::Container {
         labels: r.labels.clone().into_iter().collect(),
         snapshot_key: r.snapshot_key.clone(),
         command: r.command.clone(),
+        network: net.as_ref().map(|a| a.network.clone()).unwrap_or_default(),
+        ip_address: net.as_ref().map(|a| a.ip.clone()).unwrap_or_default(),
+        gateway: net.as_ref().map(|a| a.gateway.clone()).unwrap_or_default(),
+        mac_address: net.as_ref().map(|a| a.mac.clone()).unwrap_or_default(),
+        ports: net
+            .map(|a| {
+                a.ports
+                    .iter()
+                    .map(|p| {
+                        format!(
+                            "{}->{}/{}",
+                            p.host_side().split('/').next().unwrap_or(""),
+                            p.container_port,
+                            p.protocol
+                        )
+                    })
+                    .collect()
+            })
+            .unwrap_or_default(),
     }
 }
 

@@ -14,6 +14,7 @@ use tokio_stream::Stream;
 use tonic::{Request, Response, Status, Streaming};
 
 pub mod containers;
+pub mod networks;
 pub mod serve;
 
 type Res<T> = Result<Response<T>, Status>;
