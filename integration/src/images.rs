@@ -600,6 +600,13 @@ impl Kurad {
         for id in String::from_utf8_lossy(&o.stdout).split_whitespace() {
             let _ = self.kura(&["rm", "-f", id]);
         }
+        // Networks are host-wide (a bridge each): a test's go with it.
+        let o = self.kura(&["network", "ls", "-q"]);
+        for n in String::from_utf8_lossy(&o.stdout).split_whitespace() {
+            if n != "kura" {
+                let _ = self.kura(&["network", "rm", n]);
+            }
+        }
     }
 }
 

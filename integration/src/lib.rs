@@ -5,6 +5,8 @@
 
 pub mod images;
 
+pub mod net;
+
 pub mod runtime;
 
 pub mod shim;

@@ -622,6 +622,9 @@ impl Containers {
                     return;
                 }
             };
+            // Released before the exit is on record: whoever waits for the exit
+            // (stop, wait, rm) finds the address and ports free again.
+            me.release_network(&ns, &id);
             let Ok(r) = me.update(&ns, &id, |r| {
                 r.exit_code = Some(code);
                 r.exited_at_ns = at;
@@ -635,7 +638,6 @@ impl Containers {
             s.shutdown();
             tracing::debug!(ns, id, "shim shut down");
             let _ = std::fs::remove_file(me.bundle(&ns, &id).join("address"));
-            me.release_network(&ns, &id);
             me.publish(
                 "/tasks/exit",
                 &ns,
