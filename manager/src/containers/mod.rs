@@ -984,18 +984,20 @@ impl Containers {
                                     .as_ref()
                                     .map(|t| t.seconds * 1_000_000_000 + t.nanos as i64)
                                     .unwrap_or_else(now_ns);
-                                if let Some(s) = self.shim(&ns, &r.id) {
-                                    let _ = s.delete("");
-                                    s.shutdown();
-                                    let _ = std::fs::remove_file(
-                                        self.bundle(&ns, &r.id).join("address"),
-                                    );
-                                }
-                                self.release_network(&ns, &r.id);
                                 if let Ok(r) = self.update(&ns, &r.id, |r| {
                                     r.exit_code = Some(st.exit_status);
                                     r.exited_at_ns = at;
                                 }) {
+                                    // The exit is on record: the task, its shim and
+                                    // its network go, as after a watched exit.
+                                    if let Some(s) = self.shim(&ns, &r.id) {
+                                        let _ = s.delete("");
+                                        s.shutdown();
+                                        let _ = std::fs::remove_file(
+                                            self.bundle(&ns, &r.id).join("address"),
+                                        );
+                                    }
+                                    self.release_network(&ns, &r.id);
                                     let me = self.clone();
                                     let ns = ns.clone();
                                     std::thread::spawn(move || {
