@@ -8,6 +8,7 @@ use kura_integration::images::{free_port, kurad_with_busybox, Kurad};
 use kura_integration::net::{
     http_get, iptables_rules, leases, link_exists, missing_network_tools, unique_net, unique_subnet,
 };
+use kura_integration::shim::wait_for;
 use kura_integration::{require_root, skip};
 use std::time::Duration;
 
@@ -29,6 +30,16 @@ fn inspect(k: &Kurad, id: &str) -> serde_json::Value {
 fn attachments(k: &Kurad) -> usize {
     let d = k.dir.join("state/networks/default");
     std::fs::read_dir(d).map(|r| r.count()).unwrap_or(0)
+}
+
+/// Once a container is removed: its DNAT rule, its record, the port's answer gone
+/// (DEL runs in the background after the task).
+fn released(k: &Kurad, port: u16) {
+    let dport = format!("--dport {port}");
+    wait_for("the network released", Duration::from_secs(10), || {
+        attachments(k) == 0 && !iptables_rules().iter().any(|r| r.contains(&dport))
+    });
+    assert!(http_get(&format!("127.0.0.1:{port}"), "/", Duration::ZERO).is_err());
 }
 
 const HTTPD: &str =
@@ -99,7 +110,10 @@ fn network_two_containers_reach_each_other_by_ip_and_name() {
     let so = k.ok(&["exec", &a, "cat", "/etc/hosts"]);
     assert!(!so.contains(&b), "{b} still in {so}");
     k.ok(&["rm", "-f", &a, &b]);
-    assert!(leases(&net).is_empty(), "{:?}", leases(&net));
+    // DEL runs in the background once the task is gone; `network rm` waits for it.
+    wait_for("the leases released", Duration::from_secs(10), || {
+        leases(&net).is_empty()
+    });
     k.ok(&["network", "rm", &net]);
     assert!(!link_exists(&bridge), "bridge {bridge} left");
     assert!(!k.ok(&["network", "ls"]).contains(&net));
@@ -138,11 +152,7 @@ fn network_published_port_answers_on_localhost() {
     assert!(!k.ok(&["ps", "-a"]).contains(&again));
     assert_eq!(attachments(&k), 1);
     k.ok(&["rm", "-f", &web]);
-    assert!(http_get(&format!("127.0.0.1:{port}"), "/", Duration::ZERO).is_err());
-    assert!(!iptables_rules()
-        .iter()
-        .any(|r| r.contains(&format!("--dport {port}"))));
-    assert_eq!(attachments(&k), 0);
+    released(&k, port);
 }
 
 #[test]
@@ -223,10 +233,7 @@ fn network_published_ports_survive_kurad_kill9() {
     assert!(body.contains("hello-"), "after the restart: {body}");
     assert_eq!(leases(&net).len(), 1);
     k.ok(&["rm", "-f", &web]);
-    assert!(http_get(&addr, "/", Duration::ZERO).is_err());
-    assert!(!iptables_rules()
-        .iter()
-        .any(|r| r.contains(&format!("--dport {port}"))));
+    released(&k, port);
     assert!(leases(&net).is_empty(), "{:?}", leases(&net));
 
     // A container that dies while kurad is down is released at kurad's next start.

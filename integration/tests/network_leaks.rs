@@ -69,6 +69,11 @@ fn network_hundred_cycles_with_failures_leak_nothing() {
         IMG,
         "true",
     ]);
+    kura_integration::shim::wait_for(
+        "the warm-up's release",
+        std::time::Duration::from_secs(30),
+        || records(&k) == 0,
+    );
     let before = (veths(), iptables_rules(), leases(&net));
     assert!(before.2.is_empty());
 
@@ -178,6 +183,12 @@ fn network_hundred_cycles_with_failures_leak_nothing() {
     }
     assert_eq!(failures, 60);
     assert_eq!(k.ok(&["ps", "-a", "-q"]).trim(), "", "containers left");
+    // The last removals' DEL may still be running (it is not waited for).
+    kura_integration::shim::wait_for(
+        "the last releases",
+        std::time::Duration::from_secs(30),
+        || records(&k) == 0,
+    );
     let after = (veths(), iptables_rules(), leases(&net));
     assert_eq!(after.0, before.0, "veths");
     let added: Vec<_> = after.1.iter().filter(|r| !before.1.contains(r)).collect();

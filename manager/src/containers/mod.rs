@@ -274,9 +274,25 @@ impl Containers {
         }
     }
 
-    /// The task is gone: its network namespace and what CNI gave it go too. A failure
-    /// is logged; the record stays and the next removal or kurad start tries again.
+    /// The task is gone: its network namespace and what CNI gave it go too, DEL in
+    /// the background (its ports and address stay reserved until it is done, and a
+    /// start that needs them waits). A failure is logged; the record stays and kurad's
+    /// next start tries again.
     fn release_network(&self, ns: &str, id: &str) {
+        if !self.k.networks.mark_releasing(ns, id) {
+            return;
+        }
+        let k = self.k.clone();
+        let (ns, id) = (ns.to_string(), id.to_string());
+        std::thread::spawn(move || {
+            if let Err(e) = k.networks.detach(&ns, &id) {
+                tracing::warn!(ns, id, "{e:#}");
+            }
+        });
+    }
+
+    /// A start that failed: the network goes before the error is returned.
+    fn undo_network(&self, ns: &str, id: &str) {
         if let Err(e) = self.k.networks.detach(ns, id) {
             tracing::warn!(ns, id, "{e:#}");
         }
@@ -523,11 +539,24 @@ impl Containers {
                 bail!("--network container:{t}: container {t} is not running");
             }
         }
-        self.k
+        let reserved = self
+            .k
             .networks
-            .attach(ns, id, &r.options, &b.join("etc"))
+            .reserve(ns, id, &r.options, &b.join("etc"))
             .with_context(|| format!("container {id}: network"))?;
-        let t_net = t0.elapsed();
+        // The plugins' ADD runs while the shim and the runtime make the container; the
+        // process starts only after it is done.
+        let adding = reserved.map(|a| {
+            let k = self.k.clone();
+            std::thread::spawn(move || k.networks.add(a))
+        });
+        let finish_network = move || -> Result<std::time::Instant> {
+            if let Some(h) = adding {
+                h.join()
+                    .unwrap_or_else(|_| Err(anyhow::anyhow!("network setup panicked")))?;
+            }
+            Ok(std::time::Instant::now())
+        };
         let addr = match shim::start(
             &self.shim_bin(),
             ns,
@@ -540,7 +569,8 @@ impl Containers {
         {
             Ok(a) => a,
             Err(e) => {
-                self.release_network(ns, id);
+                let _ = finish_network();
+                self.undo_network(ns, id);
                 return Err(e);
             }
         };
@@ -554,16 +584,17 @@ impl Containers {
                 String::new()
             }
         };
-        let started = (|| -> Result<u32> {
-            s.create(
-                &b,
-                (&fifo("stdin"), &fifo("stdout"), &fifo("stderr")),
-                r.options.tty,
-                &rt,
-                &self.runtime_root(ns),
-                &self.log_path(ns, id),
-            )?;
-            let t_create = t0.elapsed();
+        let created = s.create(
+            &b,
+            (&fifo("stdin"), &fifo("stdout"), &fifo("stderr")),
+            r.options.tty,
+            &rt,
+            &self.runtime_root(ns),
+            &self.log_path(ns, id),
+        );
+        let t_create = t0.elapsed();
+        let net = finish_network().with_context(|| format!("container {id}: network"));
+        let started = created.and(net).and_then(|t_net| {
             if let (true, Some((w, h))) = (r.options.tty, console) {
                 s.resize("", w, h)?;
             }
@@ -571,21 +602,21 @@ impl Containers {
             tracing::debug!(
                 ns,
                 id,
-                net_ms = t_net.as_secs_f64() * 1e3,
-                shim_ms = (t_shim - t_net).as_secs_f64() * 1e3,
+                shim_ms = t_shim.as_secs_f64() * 1e3,
                 create_ms = (t_create - t_shim).as_secs_f64() * 1e3,
-                start_ms = (t0.elapsed() - t_create).as_secs_f64() * 1e3,
+                net_wait_ms = (t_net - t0 - t_create).as_secs_f64() * 1e3,
+                start_ms = t_net.elapsed().as_secs_f64() * 1e3,
                 "task started"
             );
             Ok(pid)
-        })();
+        });
         let pid = match started {
             Ok(p) => p,
             Err(e) => {
                 let _ = s.delete("");
                 s.shutdown();
                 let _ = std::fs::remove_file(b.join("address"));
-                self.release_network(ns, id);
+                self.undo_network(ns, id);
                 return Err(e);
             }
         };

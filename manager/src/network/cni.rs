@@ -57,6 +57,7 @@ impl Plugins {
     fn invoke(&self, command: &str, conf: &Value, t: &Target) -> Result<Value> {
         let typ = conf["type"].as_str().unwrap_or("");
         let bin = self.find(typ)?;
+        let t0 = std::time::Instant::now();
         let mut child = Command::new(&bin)
             .env_clear()
             .env("CNI_COMMAND", command)
@@ -74,12 +75,27 @@ impl Plugins {
             .stderr(Stdio::piped())
             .spawn()
             .with_context(|| format!("run CNI plugin {}", bin.display()))?;
-        child
+        // A plugin may fail before it reads its config: its answer says why.
+        match child
             .stdin
             .take()
             .unwrap()
-            .write_all(&serde_json::to_vec(conf)?)?;
+            .write_all(&serde_json::to_vec(conf)?)
+        {
+            Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(e).with_context(|| format!("CNI {typ} {command}: write its config"));
+            }
+            _ => {}
+        }
         let out = child.wait_with_output()?;
+        tracing::debug!(
+            plugin = typ,
+            command,
+            ms = t0.elapsed().as_secs_f64() * 1e3,
+            "CNI plugin ran"
+        );
         if !out.status.success() {
             let e: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
             let msg = match (e["msg"].as_str(), e["details"].as_str()) {

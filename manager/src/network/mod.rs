@@ -65,6 +65,8 @@ pub struct Attachment {
     pub conflist: Value,
     /// ADD's result; null until ADD succeeded.
     pub result: Value,
+    /// The task is gone and DEL is under way (or failed and waits for a retry).
+    pub releasing: bool,
 }
 
 pub struct Networks {
@@ -269,17 +271,25 @@ impl Networks {
         }
         let _g = self.lock.lock().unwrap_or_else(|e| e.into_inner());
         let (_, i) = self.load(name)?;
-        let users: Vec<String> = self
+        let attached: Vec<Attachment> = self
             .attachments()
             .into_iter()
             .filter(|a| a.network == name)
-            .map(|a| a.id)
+            .collect();
+        let users: Vec<String> = attached
+            .iter()
+            .filter(|a| !a.releasing)
+            .map(|a| a.id.clone())
             .collect();
         if !users.is_empty() {
             bail!(
                 "network {name:?} has containers attached: {} (stop or remove them first)",
                 users.join(", ")
             );
+        }
+        drop(_g);
+        for a in &attached {
+            self.wait_released(a)?;
         }
         std::fs::remove_file(&i.config_path)?;
         if !i.bridge.is_empty() && Path::new("/sys/class/net").join(&i.bridge).exists() {
@@ -356,23 +366,27 @@ impl Networks {
         Ok(())
     }
 
-    /// The container's network namespace, made and attached (task start). On failure
-    /// everything made so far is undone.
-    pub fn attach(&self, ns: &str, id: &str, o: &RunOptions, etc: &Path) -> Result<()> {
+    /// Task start, first half: the address and ports reserved (recorded) and the
+    /// network namespace made, so the runtime can be started on it. None for host and
+    /// `container:` networks. Fails (nothing left) on a port or address in use.
+    pub fn reserve(
+        &self,
+        ns: &str,
+        id: &str,
+        o: &RunOptions,
+        etc: &Path,
+    ) -> Result<Option<Attachment>> {
         let name = match &o.network {
             Network::None => String::new(),
-            Network::Bridge(n) => {
-                if n == "bridge" {
-                    DEFAULT.into()
-                } else {
-                    n.clone()
-                }
-            }
-            _ => return Ok(()),
+            Network::Bridge(n) if n == "bridge" => DEFAULT.into(),
+            Network::Bridge(n) => n.clone(),
+            _ => return Ok(None),
         };
-        // Left by a crash? Undo it first.
-        if self.attachment(ns, id).is_some() {
-            self.detach(ns, id)?;
+        // The last run's attachment: wait for its release, or undo what a crash left.
+        match self.attachment(ns, id) {
+            Some(a) if a.releasing => self.wait_released(&a)?,
+            Some(_) => self.detach(ns, id)?,
+            None => {}
         }
         let mut a = Attachment {
             ns: ns.into(),
@@ -394,29 +408,56 @@ impl Networks {
             self.cni.check_present(&a.conflist)?;
             self.cni.check_present(&cni::loopback_list())?;
         }
-        {
-            // Reserve ports and the address: checked and recorded under one lock.
-            let _g = self.lock.lock().unwrap_or_else(|e| e.into_inner());
+        // Ports and the address are checked and recorded under one lock. One held by a
+        // container whose release is under way is waited for.
+        loop {
+            let g = self.lock.lock().unwrap_or_else(|e| e.into_inner());
             let others = self.attachments();
+            let mut busy = None;
             for p in &a.ports {
                 if let Some(o) = others.iter().find(|o| o.ports.iter().any(|q| q.clashes(p))) {
-                    bail!(
-                        "port {} is already published by container {}",
-                        p.host_side(),
-                        o.id
-                    );
+                    if !o.releasing {
+                        bail!(
+                            "port {} is already published by container {}",
+                            p.host_side(),
+                            o.id
+                        );
+                    }
+                    busy = Some(o.clone());
                 }
-                p.check_free()?;
             }
             if !a.ip.is_empty() {
                 if let Some(o) = others.iter().find(|o| o.network == name && o.ip == a.ip) {
-                    bail!("--ip {}: the address is taken by container {}", a.ip, o.id);
+                    if !o.releasing {
+                        bail!("--ip {}: the address is taken by container {}", a.ip, o.id);
+                    }
+                    busy = Some(o.clone());
                 }
             }
+            if let Some(o) = busy {
+                drop(g);
+                self.wait_released(&o)?;
+                continue;
+            }
+            for p in &a.ports {
+                p.check_free()?;
+            }
             self.save(&a)?;
+            break;
         }
-        if let Err(e) = self.add(&mut a) {
-            if let Err(d) = self.detach(ns, id) {
+        if let Err(e) = netns::create(&a.netns) {
+            let _ = self.detach(ns, id);
+            return Err(e);
+        }
+        Ok(Some(a))
+    }
+
+    /// Task start, second half: the plugins' ADD (may run while the runtime creates the
+    /// container; it must be done before the process starts). On failure it is undone.
+    pub fn add(&self, mut a: Attachment) -> Result<()> {
+        let (ns, id) = (a.ns.clone(), a.id.clone());
+        if let Err(e) = self.add_plugins(&mut a) {
+            if let Err(d) = self.detach(&ns, &id) {
                 tracing::warn!(ns, id, "undo after a failed network setup: {d:#}");
             }
             return Err(e);
@@ -424,8 +465,54 @@ impl Networks {
         Ok(())
     }
 
-    fn add(&self, a: &mut Attachment) -> Result<()> {
-        netns::create(&a.netns)?;
+    /// Both halves at once.
+    pub fn attach(&self, ns: &str, id: &str, o: &RunOptions, etc: &Path) -> Result<()> {
+        match self.reserve(ns, id, o, etc)? {
+            Some(a) => self.add(a),
+            None => Ok(()),
+        }
+    }
+
+    /// Until an attachment being released is gone (bounded: a DEL that keeps failing
+    /// leaves its record, and whoever waits gets an error naming it).
+    fn wait_released(&self, a: &Attachment) -> Result<()> {
+        let end = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while self
+            .attachment(&a.ns, &a.id)
+            .is_some_and(|x| x.cni_id == a.cni_id)
+        {
+            if std::time::Instant::now() >= end {
+                bail!(
+                    "container {}'s network {:?} is still being released",
+                    a.id,
+                    a.network
+                );
+            }
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        Ok(())
+    }
+
+    /// The task is gone: the attachment stops counting (hosts files rewritten, not
+    /// shown) and its DEL may run later (`detach`); its ports and address stay reserved
+    /// until then, and a start that needs them waits. False if there is none or its
+    /// release was already asked for (one DEL at a time).
+    pub fn mark_releasing(&self, ns: &str, id: &str) -> bool {
+        let _g = self.lock.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(mut a) = self.attachment(ns, id) else {
+            return false;
+        };
+        if a.releasing {
+            return false;
+        }
+        a.releasing = true;
+        if self.save(&a).is_ok() && !a.network.is_empty() {
+            let _ = self.write_hosts(&a.network);
+        }
+        true
+    }
+
+    fn add_plugins(&self, a: &mut Attachment) -> Result<()> {
         if a.network.is_empty() {
             return Ok(());
         }
@@ -435,12 +522,21 @@ impl Networks {
             netns: &netns,
             ifname: IFNAME,
         };
-        self.cni.add(
-            &cni::loopback_list(),
-            &Value::Null,
-            &cni::Target { ifname: "lo", ..t },
-        )?;
-        let result = self.cni.add(&a.conflist, &runtime_config(a), &t)?;
+        // Two networks of one container: independent, so side by side.
+        let rc = runtime_config(a);
+        let (lo, result) = std::thread::scope(|sc| {
+            let lo = sc.spawn(|| {
+                self.cni.add(
+                    &cni::loopback_list(),
+                    &Value::Null,
+                    &cni::Target { ifname: "lo", ..t },
+                )
+            });
+            let r = self.cni.add(&a.conflist, &rc, &t);
+            (lo.join(), r)
+        });
+        let result = result?;
+        lo.unwrap_or_else(|_| Err(anyhow::anyhow!("loopback setup panicked")))?;
         let (ip, gw) = cni::result_ipv4(&result).with_context(|| {
             format!("network {:?}: the plugins gave no IPv4 address", a.network)
         })?;
@@ -526,7 +622,7 @@ impl Networks {
         let members: Vec<Attachment> = self
             .attachments()
             .into_iter()
-            .filter(|a| a.network == network && !a.result.is_null())
+            .filter(|a| a.network == network && !a.result.is_null() && !a.releasing)
             .collect();
         for a in &members {
             let base_path = a.hosts_file.with_file_name("hosts.base");

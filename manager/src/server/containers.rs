@@ -23,7 +23,7 @@ fn to_proto(c: &Containers, ns: &str, r: &Record) -> pb::Container {
     let net =
         c.k.networks
             .attachment(ns, &r.id)
-            .filter(|a| !a.result.is_null());
+            .filter(|a| !a.result.is_null() && !a.releasing);
     let path = |n: &str| {
         let p = b.join(n);
         if p.exists() {

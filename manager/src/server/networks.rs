@@ -9,7 +9,7 @@ fn to_proto(i: NetInfo, members: &[Attachment]) -> pb::Network {
     pb::Network {
         containers: members
             .iter()
-            .filter(|a| a.network == i.name && !a.result.is_null())
+            .filter(|a| a.network == i.name && !a.result.is_null() && !a.releasing)
             .map(|a| pb::NetworkEndpoint {
                 namespace: a.ns.clone(),
                 id: a.id.clone(),
