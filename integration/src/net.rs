@@ -108,3 +108,16 @@ pub fn missing_network_tools() -> Option<String> {
     }
     None
 }
+
+/// Interface names in /proc/net/dev text, without the ones other tests make and
+/// remove while this one runs (veths, kura's bridges).
+pub fn stable_interfaces(proc_net_dev: &str) -> Vec<String> {
+    let mut v: Vec<String> = proc_net_dev
+        .lines()
+        .filter_map(|l| l.split_once(':').map(|(n, _)| n.trim().to_string()))
+        .filter(|n| !n.starts_with("veth") && !n.starts_with("kbr-") && !n.starts_with("kura"))
+        .filter(|n| !n.contains('|'))
+        .collect();
+    v.sort();
+    v
+}
