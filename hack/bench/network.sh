@@ -21,6 +21,8 @@ for t in podman hyperfine python3; do
 done
 [ -x "$bindir/kurad" ] || { echo "network.sh: $bindir/kurad not built (cargo build --release)" >&2; exit 1; }
 pids=()
+# podman's default bridge: ours to remove afterwards only if this run made it.
+podman_bridge_before=$(test -e /sys/class/net/cni-podman0 && echo yes || echo no)
 rm_mounts() {
 	for m in $(awk -v d="$out/" 'index($5, d) == 1 {print $5}' /proc/self/mountinfo | sort -r); do umount -l "$m" 2>/dev/null || true; done
 }
@@ -50,6 +52,7 @@ cleanup() {
 	for p in "${pids[@]}"; do kill "$p" 2>/dev/null; done
 	wait 2>/dev/null
 	rm_mounts
+	if [ "$podman_bridge_before" = no ]; then ip link delete cni-podman0 2>/dev/null; fi
 }
 trap cleanup EXIT
 

@@ -382,17 +382,36 @@ impl Containers {
         let img =
             crate::images::get(&self.k, ns, image).with_context(|| format!("image {image}"))?;
         let sn = self.k.config.snapshotter.clone();
-        let lease = self.k.temp_lease(ns, "container-create")?;
-        let chain = crate::server::unpack_image(&self.k, ns, image, platform, &sn, &lease).await;
-        let _ = self.k.delete_lease(ns, &lease);
-        let chain = chain?;
+        let res = crate::images::resolve(
+            &self.k,
+            ns,
+            &img.target,
+            &crate::images::oci::Platform::parse(platform)?,
+        )?;
+        // Unpacked already (the usual case): the image roots its snapshots, so no
+        // temporary lease and no unpack pass are needed to hold them.
+        let top = crate::images::oci::chain_ids(&res.config.rootfs.diff_ids)
+            .pop()
+            .filter(|c| {
+                matches!(self.k.snapshots.get(ns, &sn, c),
+                    Ok(Some(r)) if r.kind == metadata::SnapshotKind::Committed)
+            });
+        let chain = match top {
+            Some(c) => c,
+            None => {
+                let lease = self.k.temp_lease(ns, "container-create")?;
+                let chain =
+                    crate::server::unpack_image(&self.k, ns, image, platform, &sn, &lease).await;
+                let _ = self.k.delete_lease(ns, &lease);
+                chain?
+            }
+        };
         let k = self.k.clone();
         let me = self.clone();
         let ns2 = ns.to_string();
         let image = image.to_string();
         let restart = restart.to_string();
         let runtime = runtime.to_string();
-        let platform = platform.to_string();
         let digest = img.target.digest.clone();
         let r = tokio::task::spawn_blocking(move || {
             let snap_key = format!("{SNAPSHOT_PREFIX}{id}");
@@ -407,12 +426,6 @@ impl Containers {
             )?;
             let bundle = me.bundle(&ns2, &id);
             let made = (|| -> Result<Record> {
-                let res = crate::images::resolve(
-                    &k,
-                    &ns2,
-                    &img.target,
-                    &crate::images::oci::Platform::parse(&platform)?,
-                )?;
                 std::fs::create_dir_all(bundle.join("rootfs"))?;
                 for m in &mounts {
                     m.mount(&bundle.join("rootfs"))?;

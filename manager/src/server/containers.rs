@@ -19,6 +19,12 @@ fn to_proto(c: &Containers, ns: &str, r: &Record) -> pb::Container {
     let (st, pid) = c.status(ns, r);
     // Status may have reaped a dead shim: read the exit again.
     let r = c.get(ns, &r.id).unwrap_or_else(|_| r.clone());
+    with_status(c, ns, &r, st, pid)
+}
+
+/// The container with a status already known (a start's reply: no need to ask the
+/// shim again what it just said).
+fn with_status(c: &Containers, ns: &str, r: &Record, st: TaskStatus, pid: u32) -> pb::Container {
     let b = c.bundle(ns, &r.id);
     let net =
         c.k.networks
@@ -168,8 +174,14 @@ impl pb::tasks_server::Tasks for CSvc {
         let c = self.0.clone();
         Ok(Response::new(
             blocking(move || {
-                c.start(&ns, &id, true, console)?;
-                current(&c, &ns, &id)
+                let pid = c.start(&ns, &id, true, console)?;
+                Ok(with_status(
+                    &c,
+                    &ns,
+                    &c.get(&ns, &id)?,
+                    TaskStatus::Running,
+                    pid,
+                ))
             })
             .await?,
         ))
