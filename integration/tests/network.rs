@@ -357,3 +357,35 @@ fn network_missing_plugin_is_named_and_nothing_is_made() {
     // --network none needs no plugin.
     k.ok(&["run", "--rm", "--network", "none", IMG, "true"]);
 }
+
+#[test]
+fn network_clean_shutdown_finishes_releases() {
+    require_root!();
+    let Some(mut k) = kurad() else { return };
+    let net = unique_net("shut");
+    k.ok(&["network", "create", "--subnet", &unique_subnet(), &net]);
+    let c = unique_net("c");
+    let port = free_port();
+    let map = format!("127.0.0.1:{port}:80");
+    k.ok(&[
+        "run",
+        "-d",
+        "--name",
+        &c,
+        "--network",
+        &net,
+        "-p",
+        &map,
+        IMG,
+        "sleep",
+        "100",
+    ]);
+    assert_eq!(leases(&net).len(), 1);
+    // DEL runs in the background after `rm`; a SIGTERM right after must not cut it off.
+    k.ok(&["rm", "-f", &c]);
+    assert!(k.stop(), "kurad did not stop cleanly");
+    assert!(leases(&net).is_empty(), "{:?}", leases(&net));
+    let dport = format!("--dport {port}");
+    assert!(!iptables_rules().iter().any(|r| r.contains(&dport)));
+    k.spawn();
+}

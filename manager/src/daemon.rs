@@ -22,7 +22,7 @@ pub struct Kura {
     pub content: ContentStore,
     pub snapshots: Snapshots,
     pub registries: Registries,
-    pub networks: crate::network::Networks,
+    pub networks: Arc<crate::network::Networks>,
     /// Shared by writers of records+files, exclusive for GC's sweep.
     pub gc_lock: Arc<RwLock<()>>,
     /// One unpack per (namespace, snapshotter, chain ID) at a time; one download per digest.
@@ -39,8 +39,11 @@ impl Kura {
         let content = ContentStore::open(&root, config.content_sync)?;
         let snapshots = Snapshots::open(md.clone(), &root, gc_lock.clone())?;
         let registries = Registries::new(&config)?;
-        let networks =
-            crate::network::Networks::open(&root, &state, config.network.cni_path.clone())?;
+        let networks = Arc::new(crate::network::Networks::open(
+            &root,
+            &state,
+            config.network.cni_path.clone(),
+        )?);
         Ok(Arc::new(Kura {
             config,
             root,

@@ -282,13 +282,7 @@ impl Containers {
         if !self.k.networks.mark_releasing(ns, id) {
             return;
         }
-        let k = self.k.clone();
-        let (ns, id) = (ns.to_string(), id.to_string());
-        std::thread::spawn(move || {
-            if let Err(e) = k.networks.detach(&ns, &id) {
-                tracing::warn!(ns, id, "{e:#}");
-            }
-        });
+        self.k.networks.detach_in_background(ns, id);
     }
 
     /// A start that failed: the network goes before the error is returned.

@@ -76,6 +76,9 @@ pub struct Networks {
     pub cni: cni::Plugins,
     /// Port and address reservations, hosts files.
     lock: Mutex<()>,
+    /// Releases running in the background: a clean shutdown waits for them, or the
+    /// leases and rules of containers removed just before would wait for the next start.
+    releasing: std::sync::atomic::AtomicUsize,
 }
 
 pub fn check_name(name: &str) -> Result<()> {
@@ -155,6 +158,7 @@ impl Networks {
             netns_dir: state.join("netns"),
             cni: cni::Plugins { dirs: cni_dirs },
             lock: Mutex::new(()),
+            releasing: Default::default(),
         };
         std::fs::create_dir_all(&n.conf_dir)
             .with_context(|| format!("create {}", n.conf_dir.display()))?;
@@ -593,6 +597,30 @@ impl Networks {
             self.write_hosts(&a.network)?;
         }
         Ok(())
+    }
+
+    /// `detach` on a thread of its own; counted until done.
+    pub fn detach_in_background(self: &std::sync::Arc<Self>, ns: &str, id: &str) {
+        use std::sync::atomic::Ordering;
+        self.releasing.fetch_add(1, Ordering::SeqCst);
+        let me = self.clone();
+        let (ns, id) = (ns.to_string(), id.to_string());
+        std::thread::spawn(move || {
+            if let Err(e) = me.detach(&ns, &id) {
+                tracing::warn!(ns, id, "{e:#}");
+            }
+            me.releasing.fetch_sub(1, Ordering::SeqCst);
+        });
+    }
+
+    /// Until the background releases are done (kurad's clean shutdown), at most `limit`.
+    pub fn wait_releases(&self, limit: std::time::Duration) {
+        let end = std::time::Instant::now() + limit;
+        while self.releasing.load(std::sync::atomic::Ordering::SeqCst) > 0
+            && std::time::Instant::now() < end
+        {
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
     }
 
     /// CNI CHECK of a running container's attachment.

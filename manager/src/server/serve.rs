@@ -24,6 +24,7 @@ pub async fn serve(k: Arc<Kura>, address: &Path) -> Result<()> {
     std::fs::set_permissions(address, std::fs::Permissions::from_mode(0o660))?;
     let incoming = tokio_stream::wrappers::UnixListenerStream::new(listener);
     let svc = Svc(k.clone());
+    let k_nets = k.networks.clone();
     let cs = super::containers::CSvc(crate::containers::Containers::new(
         k,
         std::path::absolute(address)?,
@@ -75,6 +76,12 @@ pub async fn serve(k: Arc<Kura>, address: &Path) -> Result<()> {
             }
         }
     }
+    // Containers removed just before: their DEL finishes (bounded), so no lease or
+    // rule waits for the next start.
+    let nets = k_nets.clone();
+    let _ =
+        tokio::task::spawn_blocking(move || nets.wait_releases(std::time::Duration::from_secs(10)))
+            .await;
     let _ = std::fs::remove_file(address);
     Ok(())
 }
