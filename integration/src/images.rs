@@ -574,6 +574,13 @@ impl Kurad {
         v["State"].clone()
     }
 
+    /// How many network attachment records kurad holds (namespace `default`).
+    pub fn attachment_records(&self) -> usize {
+        std::fs::read_dir(self.dir.join("state/networks/default"))
+            .map(|r| r.count())
+            .unwrap_or(0)
+    }
+
     /// Loads the `busybox` test image (mkimage.py) under `name` with `kura load`.
     pub fn load_busybox(&self, name: &str) {
         let layout = build_image("busybox", self.dir.path());

@@ -28,17 +28,12 @@ fn inspect(k: &Kurad, id: &str) -> serde_json::Value {
     v["NetworkSettings"].clone()
 }
 
-fn attachments(k: &Kurad) -> usize {
-    let d = k.dir.join("state/networks/default");
-    std::fs::read_dir(d).map(|r| r.count()).unwrap_or(0)
-}
-
 /// Once a container is removed: its DNAT rule, its record, the port's answer gone
 /// (DEL runs in the background after the task).
 fn released(k: &Kurad, port: u16) {
     let dport = format!("--dport {port}");
     wait_for("the network released", Duration::from_secs(10), || {
-        attachments(k) == 0 && !iptables_rules().iter().any(|r| r.contains(&dport))
+        k.attachment_records() == 0 && !iptables_rules().iter().any(|r| r.contains(&dport))
     });
     assert!(http_get(&format!("127.0.0.1:{port}"), "/", Duration::ZERO).is_err());
 }
@@ -151,7 +146,7 @@ fn network_published_port_answers_on_localhost() {
     let e = k.fails(&["run", "--rm", "--name", &again, "-p", &map, IMG, "true"]);
     assert!(e.contains("already published by container"), "{e}");
     assert!(!k.ok(&["ps", "-a"]).contains(&again));
-    assert_eq!(attachments(&k), 1);
+    assert_eq!(k.attachment_records(), 1);
     k.ok(&["rm", "-f", &web]);
     released(&k, port);
 }
@@ -260,12 +255,12 @@ fn network_published_ports_survive_kurad_kill9() {
     kura_integration::shim::wait_for(
         "the dead container's network released",
         Duration::from_secs(10),
-        || leases(&net).is_empty() && attachments(&k) == 0,
+        || leases(&net).is_empty() && k.attachment_records() == 0,
     );
     assert!(!iptables_rules()
         .iter()
         .any(|r| r.contains(&format!("--dport {port2}"))));
-    assert_eq!(attachments(&k), 0);
+    assert_eq!(k.attachment_records(), 0);
 }
 
 #[test]
@@ -336,7 +331,7 @@ fn network_bad_input_is_refused_and_leaves_nothing() {
         assert!(e.contains(want), "{flags:?}: want {want:?} in {e}");
         assert!(!k.ok(&["ps", "-a"]).contains(&name));
     }
-    assert_eq!(attachments(&k), 0);
+    assert_eq!(k.attachment_records(), 0);
 }
 
 #[test]
@@ -353,7 +348,7 @@ fn network_missing_plugin_is_named_and_nothing_is_made() {
         "{e}"
     );
     assert!(!k.ok(&["ps", "-a"]).contains("noplug"));
-    assert_eq!(attachments(&k), 0);
+    assert_eq!(k.attachment_records(), 0);
     // --network none needs no plugin.
     k.ok(&["run", "--rm", "--network", "none", IMG, "true"]);
 }

@@ -22,12 +22,6 @@ fn netns_mounts(k: &Kurad) -> usize {
         .count()
 }
 
-fn records(k: &Kurad) -> usize {
-    std::fs::read_dir(k.dir.join("state/networks/default"))
-        .map(|r| r.count())
-        .unwrap_or(0)
-}
-
 #[test]
 fn network_hundred_cycles_with_failures_leak_nothing() {
     require_root!();
@@ -72,7 +66,7 @@ fn network_hundred_cycles_with_failures_leak_nothing() {
     kura_integration::shim::wait_for(
         "the warm-up's release",
         std::time::Duration::from_secs(30),
-        || records(&k) == 0,
+        || k.attachment_records() == 0,
     );
     let before = (veths(), iptables_rules(), leases(&net));
     assert!(before.2.is_empty());
@@ -187,7 +181,7 @@ fn network_hundred_cycles_with_failures_leak_nothing() {
     kura_integration::shim::wait_for(
         "the last releases",
         std::time::Duration::from_secs(30),
-        || records(&k) == 0,
+        || k.attachment_records() == 0,
     );
     let after = (veths(), iptables_rules(), leases(&net));
     assert_eq!(after.0, before.0, "veths");
@@ -195,5 +189,5 @@ fn network_hundred_cycles_with_failures_leak_nothing() {
     assert!(added.is_empty(), "iptables rules left: {added:#?}");
     assert_eq!(after.2, before.2, "IP leases");
     assert_eq!(netns_mounts(&k), 0, "netns mounts");
-    assert_eq!(records(&k), 0, "attachment records");
+    assert_eq!(k.attachment_records(), 0, "attachment records");
 }

@@ -382,7 +382,6 @@ impl Networks {
     ) -> Result<Option<Attachment>> {
         let name = match &o.network {
             Network::None => String::new(),
-            Network::Bridge(n) if n == "bridge" => DEFAULT.into(),
             Network::Bridge(n) => n.clone(),
             _ => return Ok(None),
         };
