@@ -107,9 +107,7 @@ impl ContentStore {
     }
 
     fn ingest_dir(&self, r: &str) -> PathBuf {
-        self.root
-            .join("ingest")
-            .join(hex::encode(Sha256::digest(r.as_bytes())))
+        self.root.join("ingest").join(ingest_name(r))
     }
 
     /// Opens (or resumes) the ingest `r`. Only one writer per ref at a time.
@@ -128,7 +126,7 @@ impl ContentStore {
             r: r.to_string(),
         };
         let dir = self.ingest_dir(r);
-        fs::create_dir_all(&dir)?;
+        fs::create_dir_all(&dir).with_context(|| format!("ingest {r}: {}", dir.display()))?;
         let meta_path = dir.join("meta.json");
         let mut meta = IngestMeta {
             r#ref: r.to_string(),
@@ -164,8 +162,13 @@ impl ContentStore {
                 let _ = fs::remove_file(&data);
             }
         }
-        fs::write(&meta_path, serde_json::to_vec(&meta)?)?;
-        let file = OpenOptions::new().create(true).append(true).open(&data)?;
+        fs::write(&meta_path, serde_json::to_vec(&meta)?)
+            .with_context(|| format!("ingest {r}: {}", meta_path.display()))?;
+        let file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&data)
+            .with_context(|| format!("ingest {r}: {}", data.display()))?;
         if offset == 0 {
             file.set_len(0)?;
         }
@@ -216,7 +219,9 @@ impl ContentStore {
     }
 
     pub fn abort(&self, r: &str) -> Result<()> {
-        if self.locked.lock().unwrap().contains(r) {
+        // Held while removing, so a writer cannot open the ref in between.
+        let locked = self.locked.lock().unwrap();
+        if locked.contains(r) {
             bail!("ingest {r} is being written");
         }
         let dir = self.ingest_dir(r);
@@ -239,17 +244,28 @@ impl ContentStore {
                 - modified(&dir.join("data"))
                     .or_else(|| modified(&dir))
                     .unwrap_or(0);
-            let locked = meta
-                .as_ref()
-                .map(|m| self.locked.lock().unwrap().contains(&m.r#ref))
-                .unwrap_or(false);
-            if !locked && (meta.is_none() || age > max_age) {
-                let _ = fs::remove_dir_all(&dir);
-                gone.push(meta.map(|m| m.r#ref).unwrap_or_default());
+            if meta.is_some() && age <= max_age {
+                continue;
             }
+            // A writer makes its dir before its meta.json: an open ingest is recognised
+            // by its dir name, not its meta. The set stays locked through the removal so
+            // no writer can open the ref between the check and the remove.
+            let locked = self.locked.lock().unwrap();
+            let name = dir.file_name().map(|n| n.to_string_lossy().to_string());
+            if locked.iter().any(|r| Some(ingest_name(r)) == name) {
+                continue;
+            }
+            let _ = fs::remove_dir_all(&dir);
+            drop(locked);
+            gone.push(meta.map(|m| m.r#ref).unwrap_or_default());
         }
         Ok(gone)
     }
+}
+
+/// An ingest's directory name: its ref hashed (refs may hold any character).
+fn ingest_name(r: &str) -> String {
+    hex::encode(Sha256::digest(r.as_bytes()))
 }
 
 fn modified(p: &Path) -> Option<i64> {
@@ -390,6 +406,26 @@ mod tests {
         let e = w.commit().unwrap_err().to_string();
         assert!(e.contains("digest mismatch"), "{e}");
         assert!(cs.stat(&other).unwrap().is_none() && cs.list_ingests().unwrap().is_empty());
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn expiry_spares_an_open_ingest_without_meta() {
+        let dir = std::env::temp_dir().join(format!("kura-expire-{}", std::process::id()));
+        let cs = ContentStore::open(&dir, false).unwrap();
+        let data = b"written while GC runs".repeat(100);
+        let mut w = cs.writer("open", "", 0).unwrap();
+        // The window between a writer's mkdir and its meta.json (the GC race CI hit).
+        std::fs::remove_file(cs.ingest_dir("open").join("meta.json")).unwrap();
+        assert!(cs.expire_ingests(0).unwrap().is_empty());
+        w.write_all(&data).unwrap();
+        let (d, _) = w.commit().unwrap();
+        assert_eq!(d, sha256_digest(&data));
+        // Closed and without meta: the next expiry takes it.
+        drop(cs.writer("orphan", "", 0).unwrap());
+        std::fs::remove_file(cs.ingest_dir("orphan").join("meta.json")).unwrap();
+        assert_eq!(cs.expire_ingests(3600).unwrap().len(), 1);
+        assert!(cs.list_ingests().unwrap().is_empty());
         let _ = std::fs::remove_dir_all(dir);
     }
 }
