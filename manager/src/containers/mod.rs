@@ -19,6 +19,7 @@ pub mod seccomp;
 pub mod shim;
 pub mod spec;
 pub mod user;
+mod warm;
 
 use crate::daemon::Kura;
 use crate::metadata::{self, key, Labels, ReadableTable, CONTAINERS};
@@ -92,6 +93,8 @@ pub struct Containers {
     pub events: tokio::sync::broadcast::Sender<Event>,
     /// Exits of `--rm` containers already removed, for a Wait that comes late.
     removed_exits: std::sync::Mutex<HashMap<String, (u32, i64)>>,
+    /// Bumped whenever a record changes or goes: `wait_settled` sleeps on it.
+    changed: (std::sync::Mutex<u64>, std::sync::Condvar),
 }
 
 fn now_ns() -> i64 {
@@ -170,6 +173,7 @@ impl Containers {
             address,
             events,
             removed_exits: Default::default(),
+            changed: Default::default(),
         })
     }
 
@@ -217,7 +221,7 @@ impl Containers {
     }
 
     fn update(&self, ns: &str, id: &str, f: impl FnOnce(&mut Record)) -> Result<Record> {
-        self.k.md.write(|tx| {
+        let r = self.k.md.write(|tx| {
             let mut t = tx.open_table(CONTAINERS)?;
             let k = key(ns, id);
             let mut r: Record =
@@ -225,7 +229,14 @@ impl Containers {
             f(&mut r);
             metadata::put(&mut t, &k, &r)?;
             Ok(r)
-        })
+        });
+        self.note_change();
+        r
+    }
+
+    fn note_change(&self) {
+        *self.changed.0.lock().unwrap() += 1;
+        self.changed.1.notify_all();
     }
 
     /// The live shim of a container, if there is one.
@@ -355,6 +366,7 @@ impl Containers {
         labels: Labels,
         platform: &str,
     ) -> Result<Record> {
+        warm::start();
         let id = if id.is_empty() {
             format!("{:016x}", rand::random::<u64>())
         } else {
@@ -508,6 +520,7 @@ impl Containers {
         with_client_stdio: bool,
         console: Option<(u32, u32)>,
     ) -> Result<u32> {
+        warm::start();
         let r = self.get(ns, id)?;
         let (st, _) = self.status(ns, &r);
         if matches!(st, Status::Running | Status::Paused) {
@@ -551,12 +564,33 @@ impl Containers {
             .networks
             .reserve(ns, id, &r.options, &b.join("etc"))
             .with_context(|| format!("container {id}: network"))?;
-        // The plugins' ADD runs while the shim and the runtime make the container; the
-        // process starts only after it is done.
+        // The network namespace is made while the shim starts (the runtime needs it),
+        // and the plugins' ADD runs while the shim and the runtime make the container;
+        // the process starts only after it is done.
+        let (netns_tx, netns_rx) = std::sync::mpsc::channel::<Result<()>>();
         let adding = reserved.map(|a| {
             let k = self.k.clone();
-            std::thread::spawn(move || k.networks.add(a))
+            std::thread::spawn(move || {
+                let made = k.networks.make_netns(&a);
+                let ok = made.is_ok();
+                let _ = netns_tx.send(made);
+                if ok {
+                    k.networks.add(a)
+                } else {
+                    Ok(())
+                }
+            })
         });
+        let has_netns = adding.is_some();
+        let netns_ready = || -> Result<()> {
+            if !has_netns {
+                return Ok(());
+            }
+            netns_rx
+                .recv()
+                .unwrap_or_else(|_| Err(anyhow::anyhow!("network setup thread died")))
+                .with_context(|| format!("container {id}: network"))
+        };
         let finish_network = move || -> Result<std::time::Instant> {
             if let Some(h) = adding {
                 h.join()
@@ -591,14 +625,16 @@ impl Containers {
                 String::new()
             }
         };
-        let created = s.create(
-            &b,
-            (&fifo("stdin"), &fifo("stdout"), &fifo("stderr")),
-            r.options.tty,
-            &rt,
-            &self.runtime_root(ns),
-            &self.log_path(ns, id),
-        );
+        let created = netns_ready().and_then(|_| {
+            s.create(
+                &b,
+                (&fifo("stdin"), &fifo("stdout"), &fifo("stderr")),
+                r.options.tty,
+                &rt,
+                &self.runtime_root(ns),
+                &self.log_path(ns, id),
+            )
+        });
         let t_create = t0.elapsed();
         let net = finish_network().with_context(|| format!("container {id}: network"));
         let started = created.and(net).and_then(|t_net| {
@@ -765,13 +801,19 @@ impl Containers {
     /// logged by the watcher, and the exit is still worth returning.
     fn wait_settled(&self, ns: &str, id: &str, removal: bool) {
         let end = std::time::Instant::now() + Duration::from_secs(30);
-        while std::time::Instant::now() < end {
+        loop {
+            // Read under the lock the writers bump after committing: no change between
+            // the check and the wait is missed.
+            let seen = self.changed.0.lock().unwrap();
             match self.get(ns, id) {
-                Ok(r) if removal || r.exit_code.is_none() => {
-                    std::thread::sleep(Duration::from_millis(2))
-                }
+                Ok(r) if removal || r.exit_code.is_none() => {}
                 _ => return,
             }
+            let left = end.saturating_duration_since(std::time::Instant::now());
+            if left.is_zero() {
+                return;
+            }
+            let _ = self.changed.1.wait_timeout(seen, left);
         }
     }
 
@@ -878,11 +920,13 @@ impl Containers {
                 }
             }
         });
-        self.k.md.write(|tx| {
+        let gone = self.k.md.write(|tx| {
             let mut t = tx.open_table(CONTAINERS)?;
             t.remove(key(ns, id).as_str())?;
             Ok(())
-        })?;
+        });
+        self.note_change();
+        gone?;
         tracing::debug!(ns, id, "removed");
         self.publish("/containers/delete", ns, id, vec![]);
         Ok(())

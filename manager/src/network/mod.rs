@@ -370,9 +370,8 @@ impl Networks {
         Ok(())
     }
 
-    /// Task start, first half: the address and ports reserved (recorded) and the
-    /// network namespace made, so the runtime can be started on it. None for host and
-    /// `container:` networks. Fails (nothing left) on a port or address in use.
+    /// Task start, first part: the address and ports reserved (recorded). None for host
+    /// and `container:` networks. Fails (nothing left) on a port or address in use.
     pub fn reserve(
         &self,
         ns: &str,
@@ -448,14 +447,18 @@ impl Networks {
             self.save(&a)?;
             break;
         }
-        if let Err(e) = netns::create(&a.netns) {
-            let _ = self.detach(ns, id);
-            return Err(e);
-        }
         Ok(Some(a))
     }
 
-    /// Task start, second half: the plugins' ADD (may run while the runtime creates the
+    /// Task start, second part: the attachment's network namespace, for the runtime to
+    /// create the container in. On failure the reservation is undone.
+    pub fn make_netns(&self, a: &Attachment) -> Result<()> {
+        netns::create(&a.netns).inspect_err(|_| {
+            let _ = self.detach(&a.ns, &a.id);
+        })
+    }
+
+    /// Task start, last part: the plugins' ADD (may run while the runtime creates the
     /// container; it must be done before the process starts). On failure it is undone.
     pub fn add(&self, mut a: Attachment) -> Result<()> {
         let (ns, id) = (a.ns.clone(), a.id.clone());
@@ -471,7 +474,10 @@ impl Networks {
     /// Both halves at once.
     pub fn attach(&self, ns: &str, id: &str, o: &RunOptions, etc: &Path) -> Result<()> {
         match self.reserve(ns, id, o, etc)? {
-            Some(a) => self.add(a),
+            Some(a) => {
+                self.make_netns(&a)?;
+                self.add(a)
+            }
             None => Ok(()),
         }
     }
