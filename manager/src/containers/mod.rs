@@ -903,10 +903,21 @@ impl Containers {
             trash.push(aside);
         }
         let _ = std::fs::remove_file(self.log_path(ns, id));
-        match self.k.snapshots.forget(ns, &r.snapshotter, &r.snapshot_key) {
-            Ok(d) => trash.push(d),
-            Err(e) => tracing::warn!(ns, id, "remove snapshot: {e:#}"),
-        }
+        // The snapshot's record and the container's go in one commit.
+        let gone = self.k.md.write(|tx| {
+            match self
+                .k
+                .snapshots
+                .forget_in(tx, ns, &r.snapshotter, &r.snapshot_key)
+            {
+                Ok(d) => trash.push(d),
+                Err(e) => tracing::warn!(ns, id, "remove snapshot: {e:#}"),
+            }
+            let mut t = tx.open_table(CONTAINERS)?;
+            t.remove(key(ns, id).as_str())?;
+            Ok(())
+        });
+        self.note_change();
         std::thread::spawn(move || {
             for d in trash {
                 unmount(&d.join("rootfs"));
@@ -920,12 +931,6 @@ impl Containers {
                 }
             }
         });
-        let gone = self.k.md.write(|tx| {
-            let mut t = tx.open_table(CONTAINERS)?;
-            t.remove(key(ns, id).as_str())?;
-            Ok(())
-        });
-        self.note_change();
         gone?;
         tracing::debug!(ns, id, "removed");
         self.publish("/containers/delete", ns, id, vec![]);

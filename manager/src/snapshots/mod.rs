@@ -270,21 +270,28 @@ impl Snapshots {
     /// Removes a snapshot's record and returns its directory, for the caller to delete
     /// when it suits: until then it is an orphan, which GC deletes after a crash.
     pub fn forget(&self, ns: &str, snapshotter: &str, k: &str) -> Result<PathBuf> {
+        self.md.write(|tx| self.forget_in(tx, ns, snapshotter, k))
+    }
+
+    /// `forget` inside the caller's transaction (one commit with the caller's changes).
+    pub fn forget_in(
+        &self,
+        tx: &redb::WriteTransaction,
+        ns: &str,
+        snapshotter: &str,
+        k: &str,
+    ) -> Result<PathBuf> {
         let rk = Self::rec_key(ns, snapshotter, k);
         let prefix = format!("{ns}/{snapshotter}/");
-        let rec = self.md.write(|tx| {
-            let mut t = tx.open_table(SNAPSHOTS)?;
-            let rec: SnapshotRecord = metadata::get_in(&t, &rk)?.with_context(|| {
-                format!("snapshot {k} not found ({snapshotter}, namespace {ns})")
-            })?;
-            for (child, c) in metadata::scan_in::<SnapshotRecord>(&t, &prefix)? {
-                if c.parent == k {
-                    bail!("snapshot {k} has a child ({child}); remove it first");
-                }
+        let mut t = tx.open_table(SNAPSHOTS)?;
+        let rec: SnapshotRecord = metadata::get_in(&t, &rk)?
+            .with_context(|| format!("snapshot {k} not found ({snapshotter}, namespace {ns})"))?;
+        for (child, c) in metadata::scan_in::<SnapshotRecord>(&t, &prefix)? {
+            if c.parent == k {
+                bail!("snapshot {k} has a child ({child}); remove it first");
             }
-            t.remove(rk.as_str())?;
-            Ok(rec)
-        })?;
+        }
+        t.remove(rk.as_str())?;
         Ok(self.dir(snapshotter, rec.id))
     }
 
