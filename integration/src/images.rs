@@ -508,6 +508,24 @@ impl Kurad {
         self.ok_ns("default", args)
     }
 
+    /// `run -d --name NAME --network NET -p MAP IMAGE sleep 100`: a detached container
+    /// publishing one port.
+    pub fn run_published(&self, name: &str, net: &str, map: &str, image: &str) -> String {
+        self.ok(&[
+            "run",
+            "-d",
+            "--name",
+            name,
+            "--network",
+            net,
+            "-p",
+            map,
+            image,
+            "sleep",
+            "100",
+        ])
+    }
+
     pub fn ok_ns(&self, ns: &str, args: &[&str]) -> String {
         let o = self.kura_ns(ns, args);
         assert!(

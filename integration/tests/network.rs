@@ -362,19 +362,7 @@ fn network_clean_shutdown_finishes_releases() {
     let c = unique_net("c");
     let port = free_port();
     let map = format!("127.0.0.1:{port}:80");
-    k.ok(&[
-        "run",
-        "-d",
-        "--name",
-        &c,
-        "--network",
-        &net,
-        "-p",
-        &map,
-        IMG,
-        "sleep",
-        "100",
-    ]);
+    k.run_published(&c, &net, &map, IMG);
     assert_eq!(leases(&net).len(), 1);
     // DEL runs in the background after `rm`; a SIGTERM right after must not cut it off.
     k.ok(&["rm", "-f", &c]);

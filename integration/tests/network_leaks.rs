@@ -157,19 +157,7 @@ fn network_hundred_cycles_with_failures_leak_nothing() {
                 k.ok(&["rm", "-f", &name]);
             }
             _ => {
-                k.ok(&[
-                    "run",
-                    "-d",
-                    "--name",
-                    &name,
-                    "--network",
-                    &net,
-                    "-p",
-                    &map,
-                    IMG,
-                    "sleep",
-                    "100",
-                ]);
+                k.run_published(&name, &net, &map, IMG);
                 k.ok(&["stop", "-t", "0", &name]);
                 k.ok(&["rm", &name]);
             }

@@ -93,8 +93,8 @@ pub struct Containers {
     pub events: tokio::sync::broadcast::Sender<Event>,
     /// Exits of `--rm` containers already removed, for a Wait that comes late.
     removed_exits: std::sync::Mutex<HashMap<String, (u32, i64)>>,
-    /// Bumped whenever a record changes or goes: `wait_settled` sleeps on it.
-    changed: (std::sync::Mutex<u64>, std::sync::Condvar),
+    /// Notified whenever a record changes or goes: `wait_settled` sleeps on it.
+    changed: (std::sync::Mutex<()>, std::sync::Condvar),
 }
 
 fn now_ns() -> i64 {
@@ -235,7 +235,8 @@ impl Containers {
     }
 
     fn note_change(&self) {
-        *self.changed.0.lock().unwrap() += 1;
+        // Taken so a waiter between its check and its wait cannot miss this.
+        drop(self.changed.0.lock().unwrap());
         self.changed.1.notify_all();
     }
 
@@ -802,7 +803,7 @@ impl Containers {
     fn wait_settled(&self, ns: &str, id: &str, removal: bool) {
         let end = std::time::Instant::now() + Duration::from_secs(30);
         loop {
-            // Read under the lock the writers bump after committing: no change between
+            // Checked under the lock writers take after committing: no change between
             // the check and the wait is missed.
             let seen = self.changed.0.lock().unwrap();
             match self.get(ns, id) {
