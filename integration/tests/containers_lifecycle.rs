@@ -295,3 +295,40 @@ fn containers_restart_policies() {
     assert_eq!(k.ok(&["logs", "always"]).matches("up\n").count(), n);
     assert_eq!(status(&k, "always")["Status"], "stopped");
 }
+
+/// `kura stop` landing while the restart policy is bringing the container back (before,
+/// during or after its start) is never lost: the container stays down. Each round's
+/// stop lands at another point of the cycle.
+#[test]
+fn containers_stop_wins_over_restart() {
+    require_root!();
+    let Some(k) = kurad() else { return };
+    k.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "bouncy",
+        "--restart",
+        "always",
+        IMG,
+        "sh",
+        "-c",
+        "echo up",
+    ]);
+    for round in 0..12u64 {
+        if round > 0 {
+            k.ok(&["start", "bouncy"]);
+        }
+        std::thread::sleep(Duration::from_millis(round * 25));
+        k.ok(&["stop", "-t", "1", "bouncy"]);
+        let n = k.ok(&["logs", "bouncy"]).matches("up\n").count();
+        // Longer than the policy's first delays (100, 200, 400 ms after a user start).
+        std::thread::sleep(Duration::from_millis(700));
+        assert_eq!(
+            k.ok(&["logs", "bouncy"]).matches("up\n").count(),
+            n,
+            "round {round}: restarted after stop"
+        );
+        assert_eq!(status(&k, "bouncy")["Status"], "stopped", "round {round}");
+    }
+}

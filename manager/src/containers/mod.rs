@@ -14,6 +14,7 @@
 //! exit, applies `--rm` and the restart policy. After a kurad restart, `recover` finds
 //! every shim again and starts new watchers.
 
+mod keyed_lock;
 pub mod options;
 pub mod seccomp;
 pub mod shim;
@@ -95,6 +96,8 @@ pub struct Containers {
     removed_exits: std::sync::Mutex<HashMap<String, (u32, i64)>>,
     /// Notified whenever a record changes or goes: `wait_settled` sleeps on it.
     changed: (std::sync::Mutex<()>, std::sync::Condvar),
+    /// Held by a start and by the part of stop/kill/rm that decides and signals.
+    lifecycle: keyed_lock::KeyedLock,
 }
 
 fn now_ns() -> i64 {
@@ -173,6 +176,7 @@ impl Containers {
             address,
             events,
             removed_exits: Default::default(),
+            lifecycle: Default::default(),
             changed: Default::default(),
         })
     }
@@ -513,13 +517,43 @@ impl Containers {
         Ok(r)
     }
 
-    /// Starts the container's task: a fresh shim, create, start, a watcher.
+    /// Starts the container's task at a user's request: a fresh shim, create, start,
+    /// a watcher. The user's start lifts an earlier stop's hold on the restart policy.
     pub fn start(
         self: &Arc<Self>,
         ns: &str,
         id: &str,
         with_client_stdio: bool,
         console: Option<(u32, u32)>,
+    ) -> Result<u32> {
+        let _turn = self.lifecycle.lock(key(ns, id));
+        self.start_task(ns, id, with_client_stdio, console, true)
+    }
+
+    /// The restart policy's start, unless the user stopped (or anyone restarted) the
+    /// run that exited at `started_at` meanwhile: decided under the container's lock,
+    /// which a stop takes to set its flag, so the stop is never lost.
+    fn restart(self: &Arc<Self>, ns: &str, id: &str, started_at: i64, ran: i64) -> Result<()> {
+        let _turn = self.lifecycle.lock(key(ns, id));
+        let Ok(cur) = self.get(ns, id) else {
+            return Ok(());
+        };
+        if cur.stopped_by_user || cur.started_at != started_at {
+            return Ok(());
+        }
+        self.update(ns, id, |x| {
+            x.restart_count = if ran >= 10 { 1 } else { x.restart_count + 1 }
+        })?;
+        self.start_task(ns, id, false, None, false).map(|_| ())
+    }
+
+    fn start_task(
+        self: &Arc<Self>,
+        ns: &str,
+        id: &str,
+        with_client_stdio: bool,
+        console: Option<(u32, u32)>,
+        by_user: bool,
     ) -> Result<u32> {
         warm::start();
         let r = self.get(ns, id)?;
@@ -668,7 +702,12 @@ impl Containers {
             r.started_at = metadata::now();
             r.exit_code = None;
             r.exited_at_ns = 0;
-            r.stopped_by_user = false;
+            // A user's start lifts an earlier stop and begins the policy's backoff
+            // anew, as docker's does; a policy restart found the flag clear.
+            if by_user {
+                r.stopped_by_user = false;
+                r.restart_count = 0;
+            }
         })?;
         self.publish(
             "/tasks/start",
@@ -745,15 +784,7 @@ impl Containers {
         let n = if ran >= 10 { 0 } else { r.restart_count.min(7) };
         let delay = Duration::from_millis(100 << n).min(Duration::from_secs(10));
         std::thread::sleep(delay);
-        // Stopped or removed meanwhile?
-        let Ok(cur) = self.get(ns, &r.id) else { return };
-        if cur.stopped_by_user || cur.started_at != r.started_at {
-            return;
-        }
-        let _ = self.update(ns, &r.id, |x| {
-            x.restart_count = if ran >= 10 { 1 } else { x.restart_count + 1 }
-        });
-        if let Err(e) = self.start(ns, &r.id, false, None) {
+        if let Err(e) = self.restart(ns, &r.id, r.started_at, ran) {
             tracing::warn!(ns, id = r.id, "restart failed: {e:#}");
         }
     }
@@ -820,6 +851,7 @@ impl Containers {
 
     pub fn kill(&self, ns: &str, id: &str, exec_id: &str, signal: u32, all: bool) -> Result<()> {
         self.get(ns, id)?;
+        let _turn = exec_id.is_empty().then(|| self.lifecycle.lock(key(ns, id)));
         let s = self
             .shim(ns, id)
             .with_context(|| format!("container {id} is not running"))?;
@@ -831,9 +863,10 @@ impl Containers {
 
     /// The stop signal, then SIGKILL after `timeout`.
     pub fn stop(&self, ns: &str, id: &str, timeout: Duration) -> Result<(u32, i64)> {
+        let turn = self.lifecycle.lock(key(ns, id));
         let r = self.get(ns, id)?;
         let Some(s) = self.shim(ns, id) else {
-            self.update(ns, id, |r| r.stopped_by_user = true)?;
+            let r = self.update(ns, id, |r| r.stopped_by_user = true)?;
             return Ok((r.exit_code.unwrap_or(0), r.exited_at_ns));
         };
         self.update(ns, id, |r| r.stopped_by_user = true)?;
@@ -844,6 +877,9 @@ impl Containers {
             .transpose()?
             .unwrap_or(15);
         let _ = s.kill("", sig, true);
+        // The flag is set and the signal sent: a restart may decide now (it will not
+        // start); the wait for the exit needs no turn.
+        drop(turn);
         // The watcher records the exit; wait for it, then SIGKILL.
         let exited = |limit: Duration| -> Option<(u32, i64)> {
             let end = std::time::Instant::now() + limit;
@@ -869,6 +905,7 @@ impl Containers {
 
     /// Removes the container and all it holds.
     pub fn remove(&self, ns: &str, id: &str, force: bool) -> Result<()> {
+        let _turn = self.lifecycle.lock(key(ns, id));
         let r = self.get(ns, id)?;
         let (st, _) = self.status(ns, &r);
         if matches!(st, Status::Running | Status::Paused) && !force {
