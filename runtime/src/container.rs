@@ -220,9 +220,13 @@ pub fn delete(root: &Path, id: &str, force: bool) -> Result<()> {
     }
     if let Some(cg) = &st.cgroup {
         // Processes outside a pid namespace survive init; make sure none is left.
-        let _ = cg.kill_all(libc::SIGKILL);
+        // An empty cgroup needs no kill: a cgroup.kill write waits for the global
+        // cgroup mutex, which other containers' creates may hold for milliseconds.
         let deadline = Instant::now() + Duration::from_secs(5);
         loop {
+            if cg.is_populated() {
+                let _ = cg.kill_all(libc::SIGKILL);
+            }
             match cg.destroy() {
                 Ok(()) => break,
                 Err(e) if Instant::now() > deadline => {

@@ -12,7 +12,9 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 pub enum Msg {
     /// Bridge → runtime: the pid (in the runtime's pid namespace) of the process it cloned.
     Pid(i32),
-    /// Runtime → child: ids mapped and cgroup joined; go on.
+    /// Bridge → runtime: as `Pid`, and the process was born in the unified cgroup.
+    PidInCgroup(i32),
+    /// Runtime → child: ids mapped and the unified cgroup joined; go on (init joins v1 itself).
     Go,
     /// Child → runtime: mounts are done, run the createRuntime/prestart hooks now.
     HooksRequest,
@@ -27,6 +29,7 @@ const GO: u8 = 2;
 const HOOKS: u8 = 3;
 const READY: u8 = 4;
 const ERROR: u8 = 5;
+const PID_IN_CGROUP: u8 = 6;
 
 pub struct Channel {
     fd: OwnedFd,
@@ -64,6 +67,10 @@ impl Channel {
         match m {
             Msg::Pid(p) => {
                 buf.push(PID);
+                buf.extend_from_slice(&p.to_ne_bytes());
+            }
+            Msg::PidInCgroup(p) => {
+                buf.push(PID_IN_CGROUP);
                 buf.extend_from_slice(&p.to_ne_bytes());
             }
             Msg::Go => buf.push(GO),
@@ -111,6 +118,9 @@ impl Channel {
         let body = &buf[1..n];
         Ok(Some(match buf[0] {
             PID if body.len() == 4 => Msg::Pid(i32::from_ne_bytes(body.try_into().unwrap())),
+            PID_IN_CGROUP if body.len() == 4 => {
+                Msg::PidInCgroup(i32::from_ne_bytes(body.try_into().unwrap()))
+            }
             GO => Msg::Go,
             HOOKS => Msg::HooksRequest,
             READY => Msg::Ready,

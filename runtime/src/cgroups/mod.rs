@@ -278,6 +278,84 @@ impl Cgroup {
         Ok(())
     }
 
+    /// Moves `pid` into the unified directory only (v1 hierarchies are joined by
+    /// init itself, see `open_v1_tasks`).
+    pub fn add_pid_unified(&self, pid: i32) -> Result<()> {
+        match self.unified_dir() {
+            Some(d) => fsutil::add_proc(d, pid),
+            None => Ok(()),
+        }
+    }
+
+    /// The `tasks` file of every v1 directory, opened for writing, for the new
+    /// process to join with `join_v1`: a thread that moves itself (writes 0 to
+    /// `tasks`) skips the global threadgroup lock whose first taking waits for an
+    /// RCU grace period (Linux 5.17+), 0.05 ms against 7-11 ms for a write of its
+    /// pid to cgroup.procs from outside on our test host.
+    pub fn open_v1_tasks(&self) -> Result<Vec<(PathBuf, std::os::fd::OwnedFd)>> {
+        let unified = self.unified_dir();
+        let mut out = Vec::new();
+        for (_, d) in self.dirs() {
+            if Some(d) == unified {
+                continue;
+            }
+            let p = d.join("tasks");
+            let f = std::fs::OpenOptions::new()
+                .write(true)
+                .open(&p)
+                .map_err(|e| anyhow!("open {}: {e}", p.display()))?;
+            out.push((p, f.into()));
+        }
+        Ok(out)
+    }
+
+    /// Moves the calling thread, which must be its process's only thread, into
+    /// every v1 directory `open_v1_tasks` opened.
+    pub fn join_v1(tasks: &[(PathBuf, std::os::fd::OwnedFd)]) -> Result<()> {
+        use std::os::fd::AsRawFd;
+        for (p, fd) in tasks {
+            let n = unsafe { libc::write(fd.as_raw_fd(), b"0".as_ptr().cast(), 1) };
+            if n != 1 {
+                let e = std::io::Error::last_os_error();
+                bail!("joining cgroup {}: {e}", p.display());
+            }
+        }
+        Ok(())
+    }
+
+    /// The unified directory, opened for clone3's CLONE_INTO_CGROUP. A process born
+    /// in its cgroup is never migrated, and a migration (a write to cgroup.procs)
+    /// waits for an RCU grace period, 7-11 ms on our test host, holding the global
+    /// cgroup mutex that every other container's mkdir, rmdir and attach needs. On a
+    /// pure v2 host that is the only write there was; on a hybrid host the v1
+    /// hierarchies still take theirs. None when there is no unified directory.
+    pub fn open_unified(&self) -> Option<std::os::fd::OwnedFd> {
+        use std::os::unix::fs::OpenOptionsExt;
+        let d = self.unified_dir()?;
+        std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_DIRECTORY | libc::O_CLOEXEC)
+            .open(d)
+            .ok()
+            .map(Into::into)
+    }
+
+    /// Whether any process is left in the cgroup. Read from the unified
+    /// `cgroup.events` where there is one, else from a v1 `cgroup.procs`; neither
+    /// takes the cgroup mutex. When unsure, says yes.
+    pub fn is_populated(&self) -> bool {
+        if let Some(d) = self.unified_dir() {
+            if let Ok(ev) = std::fs::read_to_string(d.join("cgroup.events")) {
+                return !ev.lines().any(|l| l.trim() == "populated 0");
+            }
+        }
+        match self.v1.first() {
+            Some(d) => std::fs::read_to_string(d.path.join("cgroup.procs"))
+                .map_or(true, |p| !p.trim().is_empty()),
+            None => true,
+        }
+    }
+
     fn freezer(&self) -> Result<Freezer<'_>> {
         if let Some(d) = self.v1_dir("freezer") {
             return Ok(Freezer::V1(d));

@@ -5,6 +5,7 @@
 //! assertion leaves nothing behind.
 
 use std::io::Write;
+use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -600,4 +601,43 @@ fn host_detects_pure_v2_in_a_private_mount_namespace() {
     let cg = Cgroup::new_in(&h, None, "ctr", false).unwrap();
     let want = BTreeMap::from([(String::new(), PathBuf::from("/sys/fs/cgroup/ctr"))]);
     assert_eq!(cg.paths(), want);
+}
+
+#[test]
+fn clone_into_the_unified_cgroup_and_populated() {
+    if host().is_none() {
+        return;
+    }
+    let name = unique("born");
+    let cg = Cgroup::new(Some(&name), "unused", false).unwrap();
+    let g = Guard::new(cg.clone());
+    cg.create().unwrap();
+    let Some(dir) = cg.open_unified() else {
+        eprintln!("skipped: no unified hierarchy on this host");
+        return;
+    };
+    assert!(!cg.is_populated(), "a new cgroup is empty");
+    // The test harness is multi-threaded: the child only pauses and is killed.
+    let pid = match unsafe { crate::sys::clone_into_cgroup(0, dir.as_raw_fd()) } {
+        Ok(0) => unsafe {
+            libc::pause();
+            libc::_exit(0)
+        },
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("skipped: clone3(CLONE_INTO_CGROUP): {e} (Linux < 5.7?)");
+            return;
+        }
+    };
+    let line = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap_or_default();
+    let populated = cg.is_populated();
+    unsafe {
+        libc::kill(pid, libc::SIGKILL);
+        libc::waitpid(pid, std::ptr::null_mut(), 0);
+    }
+    let unified = line.lines().find(|l| l.starts_with("0::")).unwrap_or("");
+    assert!(unified.ends_with(&format!("/{name}")), "{line}");
+    assert!(populated, "the child was not seen in the cgroup");
+    assert!(!cg.is_populated(), "populated after the child was reaped");
+    drop(g);
 }

@@ -69,6 +69,10 @@ fn hook_state(args: &InitArgs, pid: i32, status: Status) -> String {
 fn run(args: &mut InitArgs) -> Result<Infallible> {
     reset_signals();
     args.sync.expect(Msg::Go, "kura-runtime")?;
+    // First, before anything is charged or namespaced: the v1 cgroups (the
+    // unified one holds us already). We are still single-threaded, as join_v1 needs.
+    crate::cgroups::Cgroup::join_v1(&args.cgroup_tasks)?;
+    args.cgroup_tasks.clear();
     let spec: &Spec = &args.bundle.spec;
     if args.new_userns {
         // Become the mapped root so files we create are owned by a mapped id.

@@ -10,9 +10,11 @@
 //!     fork a bridge: setns(paths, user first),
 //!     unshare(CLONE_NEWTIME) + offsets, and clone
 //!     with CLONE_PARENT so init is still our child]
-//!  clone(CLONE_NEW{USER,PID,NS,NET,IPC,UTS}) ──────► pid 1 in its pid ns
-//!  write uid/gid maps, add pid to cgroup                  │ (waits)
-//!  send Go ───────────────────────────────────────────►  │ unshare(CLONE_NEWCGROUP)
+//!  clone3(CLONE_NEW{USER,PID,NS,NET,IPC,UTS},          pid 1 in its pid ns, born in
+//!         CLONE_INTO_CGROUP) ──────────────────────►  its cgroup2 dir (v2/hybrid)
+//!  write uid/gid maps                                     │ (waits)
+//!  send Go ───────────────────────────────────────────►  │ join v1 cgroups (write 0 to tasks)
+//!                                                          │ unshare(CLONE_NEWCGROUP)
 //!                                                          │ mounts, devices (rootfs)
 //!  run prestart + createRuntime hooks  ◄── HooksRequest ──│ (only if there are hooks)
 //!  send Go ───────────────────────────────────────────►  │ createContainer hooks
@@ -115,6 +117,8 @@ pub struct InitArgs<'a> {
     pub notify_socket: Option<PathBuf>,
     pub runtime_hooks: bool,
     pub seccomp: Option<crate::seccomp::Program>,
+    /// v1 `tasks` files init writes itself into (`Cgroup::join_v1`).
+    pub cgroup_tasks: Vec<(PathBuf, OwnedFd)>,
 }
 
 /// Creates the container; returns its state and whether it has a terminal.
@@ -240,8 +244,11 @@ pub fn create(opts: CreateOpts) -> Result<(State, bool)> {
             &[Kind::Prestart, Kind::CreateRuntime],
         ),
         seccomp,
+        cgroup_tasks: cgroup.open_v1_tasks().context("linux.cgroupsPath")?,
     };
-    let pid = spawn_init(&plan, &parent, &mut args)?;
+    let cgroup_dir = cgroup.open_unified();
+    let (pid, born_in_cgroup) = spawn_init(&plan, &parent, &mut args, cgroup_dir.as_ref())?;
+    drop(cgroup_dir);
     crate::log::step("init cloned");
     guard.pid = pid;
     drop(args);
@@ -257,7 +264,12 @@ pub fn create(opts: CreateOpts) -> Result<(State, bool)> {
             .unwrap_or(&none);
         namespaces::write_id_maps(pid, u, g)?;
     }
-    cgroup.add_pid(pid).context("add init to its cgroup")?;
+    // Init joins the v1 hierarchies itself once it has Go.
+    if !born_in_cgroup {
+        cgroup
+            .add_pid_unified(pid)
+            .context("add init to its cgroup")?;
+    }
     parent.send(&Msg::Go)?;
 
     crate::log::step("init released");
@@ -397,45 +409,70 @@ pub fn write_pid_file(p: &Path, pid: i32) -> Result<()> {
 }
 
 /// Clones init (directly, or through a bridge process that first joins namespaces).
-/// Returns init's pid in our pid namespace.
-fn spawn_init(plan: &Plan, parent: &Channel, args: &mut InitArgs) -> Result<i32> {
+/// Returns init's pid in our pid namespace, and whether init was born in the
+/// unified cgroup `cgroup_dir` (then it must not be moved there again).
+fn spawn_init(
+    plan: &Plan,
+    parent: &Channel,
+    args: &mut InitArgs,
+    cgroup_dir: Option<&OwnedFd>,
+) -> Result<(i32, bool)> {
     let time_new = plan.has_new(LinuxNamespaceType::Time);
     let new_flags = plan.new & !((libc::CLONE_NEWCGROUP | libc::CLONE_NEWTIME) as u64);
+    // A joined cgroup namespace may not see our cgroup (nsdelegate): then migrate.
+    let joins_cgroupns = plan
+        .join
+        .iter()
+        .any(|(t, _)| *t == LinuxNamespaceType::Cgroup);
+    let cgroup_fd = cgroup_dir
+        .filter(|_| !joins_cgroupns)
+        .map(|d| d.as_raw_fd());
+    // Born in the cgroup if the kernel can; else an ordinary clone, moved later.
+    let clone = |flags: u64| -> Result<(i32, bool)> {
+        if let Some(fd) = cgroup_fd {
+            if let Ok(pid) = unsafe { sys::clone_into_cgroup(flags, fd) } {
+                return Ok((pid, true));
+            }
+        }
+        let pid = unsafe { sys::clone_fork(flags) }.context("clone container init")?;
+        Ok((pid, false))
+    };
     if plan.join.is_empty() && !time_new {
-        let pid = unsafe { sys::clone_fork(new_flags) }.context("clone container init")?;
+        let (pid, born_in_cgroup) = clone(new_flags)?;
         if pid == 0 {
             init::main(args, parent);
         }
-        return Ok(pid);
+        return Ok((pid, born_in_cgroup));
     }
     let bridge = unsafe { libc::fork() };
     if bridge < 0 {
         return Err(std::io::Error::last_os_error()).context("fork");
     }
     if bridge == 0 {
-        let r = (|| -> Result<i32> {
+        let r = (|| -> Result<(i32, bool)> {
             namespaces::join(&plan.join)?;
             if time_new {
                 sys::errno_result(unsafe { libc::unshare(libc::CLONE_NEWTIME) })
                     .context("create time namespace")?;
                 namespaces::write_time_offsets(&args.bundle.spec)?;
             }
-            let pid = unsafe { sys::clone_fork(new_flags | libc::CLONE_PARENT as u64) }
-                .context("clone container init")?;
+            let (pid, born_in_cgroup) = clone(new_flags | libc::CLONE_PARENT as u64)?;
             if pid == 0 {
                 init::main(args, parent);
             }
-            Ok(pid)
+            Ok((pid, born_in_cgroup))
         })();
         let _ = match r {
-            Ok(pid) => args.sync.send(&Msg::Pid(pid)),
+            Ok((pid, true)) => args.sync.send(&Msg::PidInCgroup(pid)),
+            Ok((pid, false)) => args.sync.send(&Msg::Pid(pid)),
             Err(e) => args.sync.send(&Msg::Error(format!("{e:#}"))),
         };
         unsafe { libc::_exit(0) };
     }
     unsafe { libc::waitpid(bridge, std::ptr::null_mut(), 0) };
     match parent.recv()? {
-        Some(Msg::Pid(p)) => Ok(p),
+        Some(Msg::Pid(p)) => Ok((p, false)),
+        Some(Msg::PidInCgroup(p)) => Ok((p, true)),
         Some(Msg::Error(e)) => bail!("{e}"),
         other => bail!("namespace bridge failed: {other:?}"),
     }
