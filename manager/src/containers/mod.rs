@@ -371,7 +371,7 @@ impl Containers {
         labels: Labels,
         platform: &str,
     ) -> Result<Record> {
-        warm::start();
+        warm::start(runtime);
         let id = if id.is_empty() {
             format!("{:016x}", rand::random::<u64>())
         } else {
@@ -555,8 +555,8 @@ impl Containers {
         console: Option<(u32, u32)>,
         by_user: bool,
     ) -> Result<u32> {
-        warm::start();
         let r = self.get(ns, id)?;
+        warm::start(&r.runtime);
         let (st, _) = self.status(ns, &r);
         if matches!(st, Status::Running | Status::Paused) {
             bail!("container {id} is already running");

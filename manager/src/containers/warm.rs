@@ -16,8 +16,19 @@
 use std::path::PathBuf;
 use std::sync::OnceLock;
 
-/// Starts the warm-up in the background.
-pub fn start() {
+/// Starts the warm-up in the background, for runtimes that migrate init from outside
+/// (runc). kura-runtime needs none: its init is born in its cgroup2 directory and
+/// joins v1 hierarchies as a single thread moving itself, neither of which takes
+/// that lock; a warm-up would then only hold the cgroup mutex through a grace period
+/// while the runtime waits for it to make the container's cgroup.
+pub fn start(runtime: &str) {
+    let ours = std::path::Path::new(runtime)
+        .file_name()
+        .is_some_and(|n| n == "kura-runtime" || n == "kura")
+        || runtime.is_empty();
+    if ours {
+        return;
+    }
     let Some(procs) = own_procs_file() else {
         return;
     };
