@@ -79,6 +79,21 @@ fn exec_runs_in_the_container_and_returns_its_code() {
         pids.contains(&pid),
         "exec'd process in the container's cgroup: {pids:?}"
     );
+    // In every hierarchy (it is cloned into the cgroup2 one and moves itself into
+    // each v1 one), and in the container's cgroup namespace, which it enters itself.
+    let init = rt.state(&id)["pid"].as_i64().unwrap();
+    let read = |p: String| std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{p}: {e}"));
+    // Read from the host: the paths are the host's view, the same for both.
+    assert_eq!(
+        read(format!("/proc/{pid}/cgroup")),
+        read(format!("/proc/{init}/cgroup")),
+        "exec'd process and init in the same cgroups"
+    );
+    assert_eq!(
+        std::fs::read_link(format!("/proc/{pid}/ns/cgroup")).unwrap(),
+        std::fs::read_link(format!("/proc/{init}/ns/cgroup")).unwrap(),
+        "exec'd process in the container's cgroup namespace"
+    );
     rt.ok(&["delete", "--force", &id]);
 }
 

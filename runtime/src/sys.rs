@@ -171,9 +171,16 @@ pub unsafe fn clone_into_cgroup(flags: u64, cgroup_fd: RawFd) -> io::Result<i32>
         set_tid_size: u64,
         cgroup: u64,
     }
+    // clone3 refuses an exit signal with CLONE_PARENT: the child then inherits the
+    // caller's own (SIGCHLD, for a forked caller), as clone(2) does.
+    let exit_signal = if flags & libc::CLONE_PARENT as u64 != 0 {
+        0
+    } else {
+        libc::SIGCHLD as u64
+    };
     let args = CloneArgs {
         flags: flags | CLONE_INTO_CGROUP,
-        exit_signal: libc::SIGCHLD as u64,
+        exit_signal,
         cgroup: cgroup_fd as u64,
         ..Default::default()
     };

@@ -639,5 +639,53 @@ fn clone_into_the_unified_cgroup_and_populated() {
     assert!(unified.ends_with(&format!("/{name}")), "{line}");
     assert!(populated, "the child was not seen in the cgroup");
     assert!(!cg.is_populated(), "populated after the child was reaped");
+
+    // With CLONE_PARENT, as exec's joiner and create's bridge clone: from a forked
+    // child, whose clone becomes our child and reports its pid through a pipe.
+    let mut fds = [0; 2];
+    assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
+    let bridge = unsafe { libc::fork() };
+    if bridge == 0 {
+        let r =
+            unsafe { crate::sys::clone_into_cgroup(libc::CLONE_PARENT as u64, dir.as_raw_fd()) };
+        let v: i32 = match r {
+            Ok(0) => unsafe {
+                libc::pause();
+                libc::_exit(0)
+            },
+            Ok(p) => p,
+            Err(e) => -e.raw_os_error().unwrap_or(1),
+        };
+        unsafe {
+            libc::write(fds[1], (&v as *const i32).cast(), 4);
+            libc::_exit(0)
+        }
+    }
+    unsafe { libc::close(fds[1]) };
+    let mut v: i32 = 0;
+    let n = unsafe { libc::read(fds[0], (&mut v as *mut i32).cast(), 4) };
+    unsafe {
+        libc::close(fds[0]);
+        libc::waitpid(bridge, std::ptr::null_mut(), 0);
+    }
+    assert_eq!(n, 4);
+    assert!(
+        v > 0,
+        "clone3(CLONE_PARENT | CLONE_INTO_CGROUP) failed: errno {}",
+        -v
+    );
+    let line = std::fs::read_to_string(format!("/proc/{v}/cgroup")).unwrap_or_default();
+    let mut status = 0;
+    let reaped = unsafe {
+        libc::kill(v, libc::SIGKILL);
+        libc::waitpid(v, &mut status, 0)
+    };
+    assert_eq!(reaped, v, "the CLONE_PARENT child is ours to reap");
+    assert!(
+        libc::WIFSIGNALED(status),
+        "its exit reached us as a child's: {status:#x}"
+    );
+    let unified = line.lines().find(|l| l.starts_with("0::")).unwrap_or("");
+    assert!(unified.ends_with(&format!("/{name}")), "{line}");
     drop(g);
 }

@@ -2,8 +2,10 @@
 //!
 //! ```text
 //!  kura-runtime exec            joiner (fork)                 process (clone CLONE_PARENT)
-//!  open /proc/<init>/ns/*  ──►  join the cgroup, setns (user
-//!                               first, mnt last)   ──────►   pid 1's namespaces, our child
+//!  open /proc/<init>/ns/*  ──►  join the v1 cgroups, setns
+//!                               (user first, mnt last; not   pid 1's namespaces, our child,
+//!                               cgroup), clone3 into the ──► born in the cgroup2 dir
+//!                               cgroup2 dir                  │ joins the cgroup ns
 //!  ◄──────── Pid ───────────── exit                            │ waits
 //!  send Go ───────────────────────────────────────────────►   │ pty, cwd, limits, seccomp,
 //!  ◄──────────────────────── Ready ─────────────────────────  │ uid/gid, caps; execve
@@ -92,6 +94,24 @@ pub fn exec(root: &Path, id: &str, opts: ExecOpts) -> Result<i32> {
         join.push((ns.typ(), OwnedFd::from(f)));
     }
     let cgroup = st.cgroup.clone();
+    // Opened before any setns. The joiner moves itself into the v1 hierarchies (a
+    // lone thread moving itself skips the kernel's global migration lock, whose
+    // first taking waits an RCU grace period) and clones the process straight into
+    // the cgroup2 directory; see process/mod.rs for the same at create.
+    let (cg_tasks, cg_dir) = match &cgroup {
+        Some(cg) => (
+            cg.open_v1_tasks().context("join the container's cgroup")?,
+            cg.open_unified(),
+        ),
+        None => (Vec::new(), None),
+    };
+    // The cgroup namespace is entered by the process itself once it is born in the
+    // container's cgroup: from inside it the kernel may not let us name that cgroup
+    // (nsdelegate).
+    let cgroupns = join
+        .iter()
+        .position(|(t, _)| *t == oci_spec::runtime::LinuxNamespaceType::Cgroup)
+        .map(|i| join.remove(i).1);
     let initial_cpus = process
         .exec_cpu_affinity()
         .as_ref()
@@ -109,16 +129,23 @@ pub fn exec(root: &Path, id: &str, opts: ExecOpts) -> Result<i32> {
     }
     if joiner == 0 {
         unsafe { libc::close(parent.raw()) };
-        let r = (|| -> Result<i32> {
+        let r = (|| -> Result<(i32, bool)> {
             if let Some(list) = &initial_cpus {
                 crate::security::sched::set_affinity(list, "process.execCPUAffinity.initial")?;
             }
-            if let Some(cg) = &cgroup {
-                cg.add_pid(std::process::id() as i32)
-                    .context("join the container's cgroup")?;
-            }
+            crate::cgroups::Cgroup::join_v1(&cg_tasks).context("join the container's cgroup")?;
             namespaces::join(&join)?;
-            let pid = unsafe { sys::clone_fork(libc::CLONE_PARENT as u64) }.context("clone")?;
+            let flags = libc::CLONE_PARENT as u64;
+            let born = cg_dir
+                .as_ref()
+                .and_then(|d| unsafe { sys::clone_into_cgroup(flags, d.as_raw_fd()) }.ok());
+            let (pid, in_cgroup) = match born {
+                Some(pid) => (pid, true),
+                None => (
+                    unsafe { sys::clone_fork(flags) }.context("clone")?,
+                    cg_dir.is_none(),
+                ),
+            };
             if pid == 0 {
                 let Err(e) = child_main(
                     &child,
@@ -126,22 +153,25 @@ pub fn exec(root: &Path, id: &str, opts: ExecOpts) -> Result<i32> {
                     console,
                     seccomp.as_ref(),
                     opts.preserve_fds,
+                    cgroupns.as_ref(),
                 );
                 let _ = child.send(&Msg::Error(format!("{e:#}")));
                 unsafe { libc::_exit(1) };
             }
-            Ok(pid)
+            Ok((pid, in_cgroup))
         })();
         let _ = match r {
-            Ok(pid) => child.send(&Msg::Pid(pid)),
+            Ok((pid, true)) => child.send(&Msg::PidInCgroup(pid)),
+            Ok((pid, false)) => child.send(&Msg::Pid(pid)),
             Err(e) => child.send(&Msg::Error(format!("{e:#}"))),
         };
         unsafe { libc::_exit(0) };
     }
     drop(child);
     unsafe { libc::waitpid(joiner, std::ptr::null_mut(), 0) };
-    let pid = match parent.recv()? {
-        Some(Msg::Pid(p)) => p,
+    let (pid, in_cgroup) = match parent.recv()? {
+        Some(Msg::Pid(p)) => (p, false),
+        Some(Msg::PidInCgroup(p)) => (p, true),
         Some(Msg::Error(e)) => bail!("{e}"),
         other => bail!("exec: joining the container failed: {other:?}"),
     };
@@ -152,6 +182,12 @@ pub fn exec(root: &Path, id: &str, opts: ExecOpts) -> Result<i32> {
         }
         e
     };
+    // The kernel could not clone it into the cgroup2 directory: move it there.
+    if let (false, Some(cg)) = (in_cgroup, &cgroup) {
+        cg.add_pid_unified(pid)
+            .context("join the container's cgroup")
+            .map_err(kill)?;
+    }
     parent.send(&Msg::Go).map_err(kill)?;
     match parent.recv() {
         Ok(Some(Msg::Ready)) => {}
@@ -182,9 +218,14 @@ fn child_main(
     console: Option<OwnedFd>,
     seccomp: Option<&crate::seccomp::Program>,
     preserve_fds: u32,
+    cgroupns: Option<&OwnedFd>,
 ) -> Result<std::convert::Infallible> {
     super::init::reset_signals();
     sync.expect(Msg::Go, "kura-runtime")?;
+    if let Some(ns) = cgroupns {
+        sys::errno_result(unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWCGROUP) })
+            .context("join cgroup namespace")?;
+    }
     if process.terminal().unwrap_or(false) {
         let console = console.context("terminal without console")?;
         let pty = crate::terminal::open_pty()?;
