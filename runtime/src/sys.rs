@@ -193,6 +193,13 @@ pub unsafe fn clone_into_cgroup(flags: u64, cgroup_fd: RawFd) -> io::Result<i32>
     check(r).map(|p| p as i32)
 }
 
+/// Whether a failed `clone_into_cgroup` may be retried as `clone_fork` plus a move:
+/// not when the cgroup refused the process for its limits (EAGAIN: pids.max) or the
+/// kernel had no memory, which a move would get around or meet again.
+pub fn clone_into_cgroup_may_fall_back(e: &io::Error) -> bool {
+    !matches!(e.raw_os_error(), Some(libc::EAGAIN) | Some(libc::ENOMEM))
+}
+
 /// `/proc/self/fd/N`: a path the kernel resolves to exactly the object behind fd N,
 /// so mount(2) lands where we resolved, not where a swapped symlink points.
 pub fn proc_fd_path(fd: RawFd) -> std::ffi::CString {

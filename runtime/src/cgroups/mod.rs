@@ -290,8 +290,9 @@ impl Cgroup {
     /// The `tasks` file of every v1 directory, opened for writing, for the new
     /// process to join with `join_v1`: a thread that moves itself (writes 0 to
     /// `tasks`) skips the global threadgroup lock whose first taking waits for an
-    /// RCU grace period (Linux 5.17+), 0.05 ms against 7-11 ms for a write of its
-    /// pid to cgroup.procs from outside on our test host.
+    /// RCU grace period: 0.05 ms against 7-11 ms for a write of its pid to
+    /// cgroup.procs from outside, on our test host. Kernels without that fast path
+    /// (before ~5.17) take the lock either way.
     pub fn open_v1_tasks(&self) -> Result<Vec<(PathBuf, std::os::fd::OwnedFd)>> {
         let unified = self.unified_dir();
         let mut out = Vec::new();
@@ -329,30 +330,29 @@ impl Cgroup {
     /// cgroup mutex that every other container's mkdir, rmdir and attach needs. On a
     /// pure v2 host that is the only write there was; on a hybrid host the v1
     /// hierarchies still take theirs. None when there is no unified directory.
-    pub fn open_unified(&self) -> Option<std::os::fd::OwnedFd> {
+    pub fn open_unified(&self) -> Result<Option<std::os::fd::OwnedFd>> {
         use std::os::unix::fs::OpenOptionsExt;
-        let d = self.unified_dir()?;
-        std::fs::OpenOptions::new()
+        let Some(d) = self.unified_dir() else {
+            return Ok(None);
+        };
+        let f = std::fs::OpenOptions::new()
             .read(true)
             .custom_flags(libc::O_DIRECTORY | libc::O_CLOEXEC)
             .open(d)
-            .ok()
-            .map(Into::into)
+            .map_err(|e| anyhow!("open {}: {e}", d.display()))?;
+        Ok(Some(f.into()))
     }
 
-    /// Whether any process is left in the cgroup. Read from the unified
-    /// `cgroup.events` where there is one, else from a v1 `cgroup.procs`; neither
-    /// takes the cgroup mutex. When unsure, says yes.
+    /// Whether any process is left in the cgroup or below it, from the unified
+    /// `cgroup.events` (recursive, and read without the cgroup mutex). Without a
+    /// unified directory (a v1 host), or when unsure, says yes.
     pub fn is_populated(&self) -> bool {
-        if let Some(d) = self.unified_dir() {
-            if let Ok(ev) = std::fs::read_to_string(d.join("cgroup.events")) {
-                return !ev.lines().any(|l| l.trim() == "populated 0");
-            }
-        }
-        match self.v1.first() {
-            Some(d) => std::fs::read_to_string(d.path.join("cgroup.procs"))
-                .map_or(true, |p| !p.trim().is_empty()),
-            None => true,
+        let Some(d) = self.unified_dir() else {
+            return true;
+        };
+        match std::fs::read_to_string(d.join("cgroup.events")) {
+            Ok(ev) => !ev.lines().any(|l| l.trim() == "populated 0"),
+            Err(_) => true,
         }
     }
 

@@ -612,7 +612,7 @@ fn clone_into_the_unified_cgroup_and_populated() {
     let cg = Cgroup::new(Some(&name), "unused", false).unwrap();
     let g = Guard::new(cg.clone());
     cg.create().unwrap();
-    let Some(dir) = cg.open_unified() else {
+    let Some(dir) = cg.open_unified().unwrap() else {
         eprintln!("skipped: no unified hierarchy on this host");
         return;
     };

@@ -101,7 +101,7 @@ pub fn exec(root: &Path, id: &str, opts: ExecOpts) -> Result<i32> {
     let (cg_tasks, cg_dir) = match &cgroup {
         Some(cg) => (
             cg.open_v1_tasks().context("join the container's cgroup")?,
-            cg.open_unified(),
+            cg.open_unified().context("join the container's cgroup")?,
         ),
         None => (Vec::new(), None),
     };
@@ -136,11 +136,19 @@ pub fn exec(root: &Path, id: &str, opts: ExecOpts) -> Result<i32> {
             crate::cgroups::Cgroup::join_v1(&cg_tasks).context("join the container's cgroup")?;
             namespaces::join(&join)?;
             let flags = libc::CLONE_PARENT as u64;
-            let born = cg_dir
-                .as_ref()
-                .and_then(|d| unsafe { sys::clone_into_cgroup(flags, d.as_raw_fd()) }.ok());
+            let born = match &cg_dir {
+                Some(d) => match unsafe { sys::clone_into_cgroup(flags, d.as_raw_fd()) } {
+                    Ok(pid) => Some(pid),
+                    Err(e) if !sys::clone_into_cgroup_may_fall_back(&e) => {
+                        return Err(e).context("clone");
+                    }
+                    Err(_) => None,
+                },
+                None => None,
+            };
             let (pid, in_cgroup) = match born {
                 Some(pid) => (pid, true),
+                // Moved by the runtime, unless there is no cgroup2 directory at all.
                 None => (
                     unsafe { sys::clone_fork(flags) }.context("clone")?,
                     cg_dir.is_none(),

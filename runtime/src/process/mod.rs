@@ -246,7 +246,7 @@ pub fn create(opts: CreateOpts) -> Result<(State, bool)> {
         seccomp,
         cgroup_tasks: cgroup.open_v1_tasks().context("linux.cgroupsPath")?,
     };
-    let cgroup_dir = cgroup.open_unified();
+    let cgroup_dir = cgroup.open_unified().context("linux.cgroupsPath")?;
     let (pid, born_in_cgroup) = spawn_init(&plan, &parent, &mut args, cgroup_dir.as_ref())?;
     drop(cgroup_dir);
     crate::log::step("init cloned");
@@ -430,8 +430,12 @@ fn spawn_init(
     // Born in the cgroup if the kernel can; else an ordinary clone, moved later.
     let clone = |flags: u64| -> Result<(i32, bool)> {
         if let Some(fd) = cgroup_fd {
-            if let Ok(pid) = unsafe { sys::clone_into_cgroup(flags, fd) } {
-                return Ok((pid, true));
+            match unsafe { sys::clone_into_cgroup(flags, fd) } {
+                Ok(pid) => return Ok((pid, true)),
+                Err(e) if !sys::clone_into_cgroup_may_fall_back(&e) => {
+                    return Err(e).context("clone container init");
+                }
+                Err(_) => {}
             }
         }
         let pid = unsafe { sys::clone_fork(flags) }.context("clone container init")?;
