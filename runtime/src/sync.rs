@@ -10,10 +10,9 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 /// (see [`crate::process`]); any other message at a step is a protocol error.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Msg {
-    /// Bridge → runtime: the pid (in the runtime's pid namespace) of the process it cloned.
-    Pid(i32),
-    /// Bridge → runtime: as `Pid`, and the process was born in the unified cgroup.
-    PidInCgroup(i32),
+    /// Bridge → runtime: the pid (in the runtime's pid namespace) of the process it
+    /// cloned, and whether it was born in the container's cgroup2 directory.
+    Pid { pid: i32, in_cgroup: bool },
     /// Runtime → child: ids mapped and the unified cgroup joined; go on (init joins v1 itself).
     Go,
     /// Child → runtime: mounts are done, run the createRuntime/prestart hooks now.
@@ -29,7 +28,6 @@ const GO: u8 = 2;
 const HOOKS: u8 = 3;
 const READY: u8 = 4;
 const ERROR: u8 = 5;
-const PID_IN_CGROUP: u8 = 6;
 
 pub struct Channel {
     fd: OwnedFd,
@@ -65,13 +63,10 @@ impl Channel {
     pub fn send(&self, m: &Msg) -> Result<()> {
         let mut buf = Vec::with_capacity(16);
         match m {
-            Msg::Pid(p) => {
+            Msg::Pid { pid, in_cgroup } => {
                 buf.push(PID);
-                buf.extend_from_slice(&p.to_ne_bytes());
-            }
-            Msg::PidInCgroup(p) => {
-                buf.push(PID_IN_CGROUP);
-                buf.extend_from_slice(&p.to_ne_bytes());
+                buf.extend_from_slice(&pid.to_ne_bytes());
+                buf.push(*in_cgroup as u8);
             }
             Msg::Go => buf.push(GO),
             Msg::HooksRequest => buf.push(HOOKS),
@@ -117,10 +112,10 @@ impl Channel {
         }
         let body = &buf[1..n];
         Ok(Some(match buf[0] {
-            PID if body.len() == 4 => Msg::Pid(i32::from_ne_bytes(body.try_into().unwrap())),
-            PID_IN_CGROUP if body.len() == 4 => {
-                Msg::PidInCgroup(i32::from_ne_bytes(body.try_into().unwrap()))
-            }
+            PID if body.len() == 5 => Msg::Pid {
+                pid: i32::from_ne_bytes(body[..4].try_into().unwrap()),
+                in_cgroup: body[4] != 0,
+            },
             GO => Msg::Go,
             HOOKS => Msg::HooksRequest,
             READY => Msg::Ready,

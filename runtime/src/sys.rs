@@ -148,9 +148,9 @@ pub unsafe fn clone_fork(flags: u64) -> io::Result<i32> {
 const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
 
 /// `clone_fork`, with the child born in the cgroup2 directory `cgroup_fd`
-/// (clone3's CLONE_INTO_CGROUP, Linux 5.7). On any error no child exists; callers
-/// fall back to `clone_fork` and a write to cgroup.procs (ENOSYS, E2BIG or EINVAL
-/// on older kernels; EBUSY/EOPNOTSUPP for a cgroup that cannot take processes).
+/// (clone3's CLONE_INTO_CGROUP, Linux 5.7). On any error no child exists
+/// (ENOSYS, E2BIG or EINVAL on older kernels; EBUSY/EOPNOTSUPP for a cgroup that
+/// cannot take processes); see `clone_maybe_into_cgroup`.
 ///
 /// # Safety
 /// As `clone_fork`.
@@ -193,11 +193,28 @@ pub unsafe fn clone_into_cgroup(flags: u64, cgroup_fd: RawFd) -> io::Result<i32>
     check(r).map(|p| p as i32)
 }
 
-/// Whether a failed `clone_into_cgroup` may be retried as `clone_fork` plus a move:
-/// not when the cgroup refused the process for its limits (EAGAIN: pids.max) or the
-/// kernel had no memory, which a move would get around or meet again.
-pub fn clone_into_cgroup_may_fall_back(e: &io::Error) -> bool {
-    !matches!(e.raw_os_error(), Some(libc::EAGAIN) | Some(libc::ENOMEM))
+/// `clone_fork` with the child born in the cgroup2 directory `cgroup` when one is
+/// given and the kernel can; otherwise a plain clone, for the caller to move into the
+/// cgroup. Returns the pid (0 in the child) and whether the child was born there.
+/// Not retried as a plain clone: a refusal for the cgroup's limits (EAGAIN, pids.max)
+/// or for memory, which a move would get around or meet again.
+///
+/// # Safety
+/// As `clone_fork`.
+pub unsafe fn clone_maybe_into_cgroup(
+    flags: u64,
+    cgroup: Option<RawFd>,
+) -> io::Result<(i32, bool)> {
+    if let Some(fd) = cgroup {
+        match clone_into_cgroup(flags, fd) {
+            Ok(pid) => return Ok((pid, true)),
+            Err(e) if matches!(e.raw_os_error(), Some(libc::EAGAIN) | Some(libc::ENOMEM)) => {
+                return Err(e)
+            }
+            Err(_) => {}
+        }
+    }
+    clone_fork(flags).map(|pid| (pid, false))
 }
 
 /// `/proc/self/fd/N`: a path the kernel resolves to exactly the object behind fd N,

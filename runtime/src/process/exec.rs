@@ -135,25 +135,13 @@ pub fn exec(root: &Path, id: &str, opts: ExecOpts) -> Result<i32> {
             }
             crate::cgroups::Cgroup::join_v1(&cg_tasks).context("join the container's cgroup")?;
             namespaces::join(&join)?;
-            let flags = libc::CLONE_PARENT as u64;
-            let born = match &cg_dir {
-                Some(d) => match unsafe { sys::clone_into_cgroup(flags, d.as_raw_fd()) } {
-                    Ok(pid) => Some(pid),
-                    Err(e) if !sys::clone_into_cgroup_may_fall_back(&e) => {
-                        return Err(e).context("clone");
-                    }
-                    Err(_) => None,
-                },
-                None => None,
-            };
-            let (pid, in_cgroup) = match born {
-                Some(pid) => (pid, true),
-                // Moved by the runtime, unless there is no cgroup2 directory at all.
-                None => (
-                    unsafe { sys::clone_fork(flags) }.context("clone")?,
-                    cg_dir.is_none(),
-                ),
-            };
+            let (pid, in_cgroup) = unsafe {
+                sys::clone_maybe_into_cgroup(
+                    libc::CLONE_PARENT as u64,
+                    cg_dir.as_ref().map(|d| d.as_raw_fd()),
+                )
+            }
+            .context("clone")?;
             if pid == 0 {
                 let Err(e) = child_main(
                     &child,
@@ -169,8 +157,7 @@ pub fn exec(root: &Path, id: &str, opts: ExecOpts) -> Result<i32> {
             Ok((pid, in_cgroup))
         })();
         let _ = match r {
-            Ok((pid, true)) => child.send(&Msg::PidInCgroup(pid)),
-            Ok((pid, false)) => child.send(&Msg::Pid(pid)),
+            Ok((pid, in_cgroup)) => child.send(&Msg::Pid { pid, in_cgroup }),
             Err(e) => child.send(&Msg::Error(format!("{e:#}"))),
         };
         unsafe { libc::_exit(0) };
@@ -178,8 +165,7 @@ pub fn exec(root: &Path, id: &str, opts: ExecOpts) -> Result<i32> {
     drop(child);
     unsafe { libc::waitpid(joiner, std::ptr::null_mut(), 0) };
     let (pid, in_cgroup) = match parent.recv()? {
-        Some(Msg::Pid(p)) => (p, false),
-        Some(Msg::PidInCgroup(p)) => (p, true),
+        Some(Msg::Pid { pid, in_cgroup }) => (pid, in_cgroup),
         Some(Msg::Error(e)) => bail!("{e}"),
         other => bail!("exec: joining the container failed: {other:?}"),
     };
@@ -190,7 +176,8 @@ pub fn exec(root: &Path, id: &str, opts: ExecOpts) -> Result<i32> {
         }
         e
     };
-    // The kernel could not clone it into the cgroup2 directory: move it there.
+    // The kernel could not clone it into the cgroup2 directory (if there is one):
+    // move it there.
     if let (false, Some(cg)) = (in_cgroup, &cgroup) {
         cg.add_pid_unified(pid)
             .context("join the container's cgroup")

@@ -428,18 +428,8 @@ fn spawn_init(
         .filter(|_| !joins_cgroupns)
         .map(|d| d.as_raw_fd());
     // Born in the cgroup if the kernel can; else an ordinary clone, moved later.
-    let clone = |flags: u64| -> Result<(i32, bool)> {
-        if let Some(fd) = cgroup_fd {
-            match unsafe { sys::clone_into_cgroup(flags, fd) } {
-                Ok(pid) => return Ok((pid, true)),
-                Err(e) if !sys::clone_into_cgroup_may_fall_back(&e) => {
-                    return Err(e).context("clone container init");
-                }
-                Err(_) => {}
-            }
-        }
-        let pid = unsafe { sys::clone_fork(flags) }.context("clone container init")?;
-        Ok((pid, false))
+    let clone = |flags: u64| {
+        unsafe { sys::clone_maybe_into_cgroup(flags, cgroup_fd) }.context("clone container init")
     };
     if plan.join.is_empty() && !time_new {
         let (pid, born_in_cgroup) = clone(new_flags)?;
@@ -467,16 +457,14 @@ fn spawn_init(
             Ok((pid, born_in_cgroup))
         })();
         let _ = match r {
-            Ok((pid, true)) => args.sync.send(&Msg::PidInCgroup(pid)),
-            Ok((pid, false)) => args.sync.send(&Msg::Pid(pid)),
+            Ok((pid, in_cgroup)) => args.sync.send(&Msg::Pid { pid, in_cgroup }),
             Err(e) => args.sync.send(&Msg::Error(format!("{e:#}"))),
         };
         unsafe { libc::_exit(0) };
     }
     unsafe { libc::waitpid(bridge, std::ptr::null_mut(), 0) };
     match parent.recv()? {
-        Some(Msg::Pid(p)) => Ok((p, false)),
-        Some(Msg::PidInCgroup(p)) => Ok((p, true)),
+        Some(Msg::Pid { pid, in_cgroup }) => Ok((pid, in_cgroup)),
         Some(Msg::Error(e)) => bail!("{e}"),
         other => bail!("namespace bridge failed: {other:?}"),
     }
