@@ -371,7 +371,9 @@ impl Containers {
         labels: Labels,
         platform: &str,
     ) -> Result<Record> {
-        warm::start(runtime);
+        if let Ok(rt) = shim::runtime_binary(runtime) {
+            warm::start(&rt);
+        }
         let id = if id.is_empty() {
             format!("{:016x}", rand::random::<u64>())
         } else {
@@ -556,7 +558,8 @@ impl Containers {
         by_user: bool,
     ) -> Result<u32> {
         let r = self.get(ns, id)?;
-        warm::start(&r.runtime);
+        let rt = shim::runtime_binary(&r.runtime)?;
+        warm::start(&rt);
         let (st, _) = self.status(ns, &r);
         if matches!(st, Status::Running | Status::Paused) {
             bail!("container {id} is already running");
@@ -584,7 +587,6 @@ impl Containers {
         }
         let _ = std::fs::remove_file(b.join("address"));
         let _ = std::fs::remove_file(b.join("exit.json"));
-        let rt = shim::runtime_binary(&r.runtime)?;
         let t0 = std::time::Instant::now();
         if let Network::Container(t) = &r.options.network {
             let tr = self

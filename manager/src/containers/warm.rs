@@ -20,13 +20,10 @@ use std::sync::OnceLock;
 /// (runc). kura-runtime needs none: its init is born in its cgroup2 directory and
 /// joins v1 hierarchies as a single thread moving itself, neither of which takes
 /// that lock; a warm-up would then only hold the cgroup mutex through a grace period
-/// while the runtime waits for it to make the container's cgroup.
+/// while the runtime waits for it to make the container's cgroup. `runtime` is the
+/// binary `shim::runtime_binary` resolved.
 pub fn start(runtime: &str) {
-    let ours = std::path::Path::new(runtime)
-        .file_name()
-        .is_some_and(|n| n == "kura-runtime" || n == "kura")
-        || runtime.is_empty();
-    if ours {
+    if std::path::Path::new(runtime).file_name() == Some("kura-runtime".as_ref()) {
         return;
     }
     let Some(procs) = own_procs_file() else {
