@@ -218,3 +218,23 @@ fn failing_create_runtime_hook_fails_create_cleanly() {
     rt.config["hooks"] = json!({"createRuntime": [{"path": "/bin/sh", "args": ["sh", "-c", "echo nope >&2; exit 3"]}]});
     refused(&mut rt, &id, "hooks.createRuntime[0]");
 }
+
+/// A program on a noexec mount is refused at create, naming the path, instead of
+/// failing with a bare errno once the container is started.
+#[test]
+fn program_on_a_noexec_mount() {
+    require_root!();
+    let mut rt = Rt::new("bad-noexec");
+    let id = rt.id("noexec");
+    let dir = rt.scratch.join("bin");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::copy(rt.bundle.join("rootfs/bin/busybox"), dir.join("busybox")).unwrap();
+    rt.config["mounts"].as_array_mut().unwrap().push(json!({
+        "destination": "/opt",
+        "type": "bind",
+        "source": dir,
+        "options": ["bind", "noexec"],
+    }));
+    rt.args(&["/opt/busybox", "true"]);
+    refused(&mut rt, &id, "/opt/busybox is on a noexec mount");
+}

@@ -21,13 +21,24 @@ fn sha(p: &Path) -> Vec<u8> {
 /// handle on that file to write through it once the runtime is gone. The runtime
 /// used here is a private copy, so a failing defence damages only the copy.
 /// `KURA_GUARD_OFF=1` runs the same attack with the guard disabled (to see it bite).
+///
+/// The default defence for such a container (own pid namespace, no CAP_SYS_PTRACE):
+/// the exec trampoline. `/evil` then names the sealed trampoline, never the runtime.
 #[test]
 fn runtime_binary_cannot_be_overwritten_from_the_container() {
     require_root!();
-    attack_runtime_binary("ro-mount", None);
+    attack_runtime_binary("trampoline", None);
 }
 
-/// The same attack against the fallback defence (sealed memfd copy), used where a
+/// The same attack against the re-exec from a detached read-only mount of the
+/// binary, what containers the trampoline cannot cover get.
+#[test]
+fn runtime_binary_cannot_be_overwritten_with_the_readonly_reexec() {
+    require_root!();
+    attack_runtime_binary("ro-mount", Some("reexec"));
+}
+
+/// The same attack against the re-exec's fallback (sealed memfd copy), used where a
 /// detached read-only mount of the binary cannot be made.
 #[test]
 fn runtime_binary_cannot_be_overwritten_with_the_memfd_fallback() {
@@ -95,11 +106,12 @@ fn attack_runtime_binary(name: &str, guard: Option<&str>) {
         "-c",
         "(for i in $(seq 100); do for p in /proc/[0-9]*; do grep -q '^/evil' $p/cmdline 2>/dev/null && pid=${p#/proc/}; done; \
            [ -n \"$pid\" ] && break; sleep 0.05; done; \
-         echo victim=$pid; exec 4</proc/$pid/exe || echo cannot-open; \
-         echo x > /proc/$pid/exe 2>/dev/null && echo WROTE-WHILE-RUNNING; \
-         echo ready > /tmp/ready; n=0; while [ -e /proc/$pid ] && [ $n -lt 400 ]; do n=$((n+1)); sleep 0.05; done; \
+         echo victim=$pid; \
+         if [ -n \"$pid\" ]; then exec 4</proc/$pid/exe || echo cannot-open; \
+         echo x > /proc/$pid/exe 2>/dev/null && echo WROTE-WHILE-RUNNING; fi; \
+         echo ready > /tmp/ready; n=0; while [ -n \"$pid\" ] && [ -e /proc/$pid ] && [ $n -lt 400 ]; do n=$((n+1)); sleep 0.05; done; \
          sleep 1; \
-         echo x > /proc/self/fd/4 2>/dev/null && echo WROTE-AFTER-EXIT; echo done) > /tmp/attack.log 2>&1",
+         [ -n \"$pid\" ] && echo x > /proc/self/fd/4 2>/dev/null && echo WROTE-AFTER-EXIT; echo done) > /tmp/attack.log 2>&1",
     ])
     .stdin(std::process::Stdio::null())
     .status()
@@ -113,7 +125,7 @@ fn attack_runtime_binary(name: &str, guard: Option<&str>) {
         std::thread::sleep(std::time::Duration::from_millis(25));
     }
     drop(victim.stdin.take());
-    let _ = victim.wait();
+    let victim = victim.wait().unwrap();
     let log = rt.bundle.join("rootfs/tmp/attack.log");
     let mut stdout = String::new();
     for _ in 0..400 {
@@ -134,6 +146,18 @@ fn attack_runtime_binary(name: &str, guard: Option<&str>) {
         "the runtime binary was writable from the container: {stdout}"
     );
     assert_eq!(sha(&copy), before, "runtime binary changed");
+    if guard.is_none() && std::env::var_os("KURA_GUARD_OFF").is_none() {
+        // Through the trampoline, `/evil` re-entered the trampoline, which found no
+        // program to run ("-r"): 127, the runtime never ran in the container.
+        assert_eq!(victim.code(), Some(127), "/evil ran something: {victim:?}");
+    } else {
+        // A re-executed runtime's copy did run there (and failed on its arguments).
+        assert_eq!(
+            victim.code(),
+            Some(1),
+            "/evil did not run the runtime: {victim:?}"
+        );
+    }
 }
 
 /// CVE-2024-21626: a leaked host fd used as the cwd. process.cwd through
@@ -335,6 +359,46 @@ fn init_is_not_dumpable_before_exec() {
     );
     assert!(s.contains("Permission denied"), "{s}");
     rt.ok(&["delete", "--force", &id]);
+}
+
+/// Non-dumpable is no shield against CAP_SYS_PTRACE: a container that may hold it
+/// gets the re-exec, so init's exe is a read-only copy even for a process that can
+/// open it. (Through the trampoline alone, init's exe would be the runtime's own
+/// file until its execve: the open would succeed and only "Text file busy" would
+/// stop the write.)
+#[test]
+fn a_ptrace_capable_container_gets_the_reexec() {
+    require_root!();
+    let mut rt = Rt::new("ptrace-guard");
+    for set in ["bounding", "effective", "permitted"] {
+        let list = rt.config["process"]["capabilities"][set]
+            .as_array_mut()
+            .unwrap();
+        list.push(json!("CAP_SYS_PTRACE"));
+    }
+    let id = rt.id("ptrace");
+    rt.args(&["sleep", "300"]);
+    let out = rt.create(&id);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = rt.rt(&[
+        "exec",
+        &id,
+        "sh",
+        "-c",
+        "ls -l /proc/1/exe >/dev/null 2>&1 && echo can-see; echo x 2>&1 >/proc/1/exe",
+    ]);
+    let s = String::from_utf8_lossy(&out.stdout);
+    rt.ok(&["delete", "--force", &id]);
+    assert!(
+        s.contains("can-see"),
+        "CAP_SYS_PTRACE did not reach init: {s} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(s.contains("Read-only file system"), "{s}");
 }
 
 /// Hostile config input is refused quickly with an error, never a crash.

@@ -83,7 +83,6 @@ pub enum Cmd {
 
 fn main() {
     kura_runtime::log::step("main");
-    early_exe_guard();
     let cli = Cli::parse();
     let fmt = match cli.log_format {
         LogFormat::Text => log::Format::Text,
@@ -103,57 +102,4 @@ fn main() {
         }
     };
     std::process::exit(code);
-}
-
-/// The CVE-2019-5736 re-exec (`commands::harden`) for the commands that need it,
-/// before the command line is parsed: parsing it builds clap's whole command tree
-/// (a fifth of a `run`'s instructions), which the re-executed process does again. The
-/// subcommand is the first argument that is not an option or a global option's value;
-/// a miss costs nothing (harden runs again after parsing and re-executes then), a
-/// false match only an extra re-exec. Errors are left to that later call, which
-/// reports them.
-fn early_exe_guard() {
-    if std::env::var_os("KURA_RUNTIME_UNSAFE_NO_EXE_GUARD").is_none()
-        && enters_container(std::env::args_os().skip(1))
-    {
-        let _ = kura_runtime::security::exe_guard::protect();
-    }
-}
-
-/// Whether the subcommand in `args` (argv without argv[0]) is create, run or exec.
-fn enters_container(mut args: impl Iterator<Item = std::ffi::OsString>) -> bool {
-    while let Some(a) = args.next() {
-        let Some(a) = a.to_str() else { return false };
-        if matches!(a, "--root" | "--log" | "--log-format" | "--criu") {
-            args.next();
-            continue;
-        }
-        if a.starts_with('-') {
-            continue;
-        }
-        return matches!(a, "create" | "run" | "exec");
-    }
-    false
-}
-
-#[cfg(test)]
-mod tests {
-    use super::enters_container;
-
-    fn check(line: &str) -> bool {
-        enters_container(line.split_whitespace().map(Into::into))
-    }
-
-    #[test]
-    fn finds_the_subcommand_past_global_options() {
-        assert!(check("run --bundle b x"));
-        assert!(check("--root /r --log l --debug create x"));
-        assert!(check("--root=/r --log-format json exec x true"));
-        // A global option's value named like a subcommand is not the subcommand.
-        assert!(!check("--root run state x"));
-        assert!(check("--root run exec x"));
-        assert!(!check("state x"));
-        assert!(!check("delete run"));
-        assert!(!check("--version"));
-    }
 }

@@ -45,14 +45,8 @@ pub fn dispatch(cli: &Cli) -> Result<i32> {
 
 /// Marks the runtime non-dumpable before it forks anything: the container's init
 /// inherits it until execve, so nothing in the container can ptrace it or read
-/// /proc/<pid>/ of it while it holds host resources.
-///
-/// Also re-executes from a sealed copy of the binary (CVE-2019-5736); a host where
-/// that is impossible (memfd exec forbidden) is told, not silently exposed.
-pub fn harden() -> anyhow::Result<()> {
+/// /proc/<pid>/ of it while it holds host resources. The CVE-2019-5736 guard is
+/// chosen once the config is read (`exe_guard::plan`).
+pub fn harden() {
     unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) };
-    if std::env::var_os("KURA_RUNTIME_UNSAFE_NO_EXE_GUARD").is_none() {
-        kura_runtime::security::exe_guard::protect()?;
-    }
-    Ok(())
 }

@@ -19,7 +19,7 @@ pub struct Args {
 }
 
 pub fn run(cli: &Cli, a: &Args) -> Result<i32> {
-    super::harden()?;
+    super::harden();
     let mut opts = super::create::opts(cli, &a.create);
     let mut mask = None;
     let mut ours = None;

@@ -60,6 +60,8 @@ pub fn exec(root: &Path, id: &str, opts: ExecOpts) -> Result<i32> {
         process.apparmor_profile().as_deref(),
         process.selinux_label().as_deref(),
     )?;
+    // Before anything is connected to or created: this may restart the command.
+    let trampoline = crate::security::exe_guard::plan(&spec, Some(&process))?;
     let terminal = process.terminal().unwrap_or(false);
     // A foreground exec with a terminal and no console socket: we hold the pty
     // master ourselves and proxy our stdio to it, as runc does.
@@ -150,6 +152,7 @@ pub fn exec(root: &Path, id: &str, opts: ExecOpts) -> Result<i32> {
                     seccomp.as_ref(),
                     opts.preserve_fds,
                     cgroupns.as_ref(),
+                    trampoline.as_ref(),
                 );
                 let _ = child.send(&Msg::Error(format!("{e:#}")));
                 unsafe { libc::_exit(1) };
@@ -214,6 +217,7 @@ fn child_main(
     seccomp: Option<&crate::seccomp::Program>,
     preserve_fds: u32,
     cgroupns: Option<&OwnedFd>,
+    trampoline: Option<&crate::security::exec_trampoline::Trampoline>,
 ) -> Result<std::convert::Infallible> {
     super::init::reset_signals();
     sync.expect(Msg::Go, "kura-runtime")?;
@@ -264,6 +268,6 @@ fn child_main(
     }
     sync.send(&Msg::Ready)?;
     // The runtime stops listening after Ready: report a failed execve on stderr.
-    let e = super::init::exec(&exe, process, &env);
+    let e = super::init::exec(&exe, process, &env, trampoline);
     super::init::fail(&format!("exec {}: {e}", exe.display()))
 }

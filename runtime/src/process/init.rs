@@ -5,6 +5,7 @@
 use super::InitArgs;
 use crate::hooks::{self, Kind};
 use crate::rootfs::{self, mountinfo};
+use crate::security::exec_trampoline::Trampoline;
 use crate::security::{caps, lsm, rlimits, sched, user};
 use crate::state::Status;
 use crate::sync::{Channel, Msg};
@@ -242,7 +243,7 @@ fn run(args: &mut InitArgs) -> Result<Infallible> {
     ) {
         fail(&format!("{e:#}"));
     }
-    let e = exec(&exe, process, &env);
+    let e = exec(&exe, process, &env, args.trampoline.as_ref());
     fail(&format!("exec {}: {e}", exe.display()));
 }
 
@@ -388,10 +389,20 @@ pub fn find_executable(process: &Process, env: &[CString]) -> Result<PathBuf> {
         let found = unsafe { libc::stat(c.as_ptr(), &mut st) } == 0;
         found && (st.st_mode & libc::S_IFMT) == libc::S_IFREG && st.st_mode & 0o111 != 0
     };
+    // The kernel refuses to exec from a noexec mount; said now, at create, rather than
+    // by a bare errno after start.
+    let exec_allowed = |p: PathBuf| -> Result<PathBuf> {
+        let c = CString::new(p.as_os_str().as_bytes())?;
+        let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+        if unsafe { libc::statvfs(c.as_ptr(), &mut st) } == 0 && st.f_flag & libc::ST_NOEXEC != 0 {
+            bail!("process.args[0]: {} is on a noexec mount", p.display());
+        }
+        Ok(p)
+    };
     if name.contains('/') {
         let p = PathBuf::from(name);
         if ok(&p) {
-            return Ok(p);
+            return exec_allowed(p);
         }
         bail!("process.args[0]: {name:?}: no such executable in the container");
     }
@@ -407,7 +418,7 @@ pub fn find_executable(process: &Process, env: &[CString]) -> Result<PathBuf> {
         let dir = if dir.is_empty() { "." } else { dir };
         let p = Path::new(dir).join(name);
         if ok(&p) {
-            return Ok(p);
+            return exec_allowed(p);
         }
     }
     bail!("process.args[0]: {name:?}: executable file not found in $PATH")
@@ -428,7 +439,15 @@ fn wait_for_start(fifo: i32) -> Result<()> {
     Ok(())
 }
 
-pub fn exec(exe: &Path, process: &Process, env: &[CString]) -> std::io::Error {
+/// Execs the container's program: through the trampoline when the runtime has one
+/// (see `security::exec_trampoline`), else directly (the runtime then already runs
+/// from a protected copy of itself).
+pub fn exec(
+    exe: &Path,
+    process: &Process,
+    env: &[CString],
+    via: Option<&Trampoline>,
+) -> std::io::Error {
     let Ok(path) = CString::new(exe.as_os_str().as_bytes()) else {
         return std::io::Error::from_raw_os_error(libc::EINVAL);
     };
@@ -438,6 +457,9 @@ pub fn exec(exe: &Path, process: &Process, env: &[CString]) -> std::io::Error {
         .flatten()
         .map(|a| CString::new(a.as_str()).unwrap_or_default())
         .collect();
+    if let Some(t) = via {
+        return t.exec(&path, &argv, env);
+    }
     let mut argv_p: Vec<*const libc::c_char> = argv.iter().map(|a| a.as_ptr()).collect();
     argv_p.push(std::ptr::null());
     let mut env_p: Vec<*const libc::c_char> = env.iter().map(|a| a.as_ptr()).collect();

@@ -119,6 +119,8 @@ pub struct InitArgs<'a> {
     pub seccomp: Option<crate::seccomp::Program>,
     /// v1 `tasks` files init writes itself into (`Cgroup::join_v1`).
     pub cgroup_tasks: Vec<(PathBuf, OwnedFd)>,
+    /// What init execs the container's program through (CVE-2019-5736).
+    pub trampoline: Option<crate::security::exec_trampoline::Trampoline>,
 }
 
 /// Creates the container; returns its state and whether it has a terminal.
@@ -144,6 +146,8 @@ pub fn create(opts: CreateOpts) -> Result<(State, bool)> {
         Some(s) => Some(crate::seccomp::compile(s)?),
         None => None,
     };
+    // Before anything is connected to or created: this may restart the command.
+    let trampoline = crate::security::exe_guard::plan(spec, None)?;
     let seccomp_listener = match spec
         .linux()
         .as_ref()
@@ -245,6 +249,7 @@ pub fn create(opts: CreateOpts) -> Result<(State, bool)> {
         ),
         seccomp,
         cgroup_tasks: cgroup.open_v1_tasks().context("linux.cgroupsPath")?,
+        trampoline,
     };
     let cgroup_dir = cgroup.open_unified().context("linux.cgroupsPath")?;
     let (pid, born_in_cgroup) = spawn_init(&plan, &parent, &mut args, cgroup_dir.as_ref())?;

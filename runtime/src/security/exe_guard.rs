@@ -1,8 +1,13 @@
 //! CVE-2019-5736: a container process that execs `/proc/self/exe` while it is still
 //! the runtime (init before its execve, or an `exec` child) gets the runtime's host
-//! file, and can reopen it for writing once we exit. So before forking anything
-//! that enters a container, the runtime re-executes itself from a sealed memfd
-//! copy: what /proc/PID/exe then names can be neither written nor resized.
+//! file, and can reopen it for writing once we exit. [`plan`] picks the defence:
+//!
+//! - Usually the exec trampoline (`exec_trampoline`): init and `exec` children
+//!   exec the container's program through a tiny sealed-memfd program, so the
+//!   execve that could name `/proc/self/exe` runs with the trampoline as its exe.
+//! - Where that is not enough (see `trampoline_refusal`), the runtime re-executes
+//!   itself from a protected copy before it forks anything, so that every process
+//!   it makes has that copy as its exe:
 //!
 //! The cheap way, taken first: re-execute from a private, detached, read-only bind
 //! mount of the binary itself (open_tree(OPEN_TREE_CLONE) + mount_setattr(RDONLY)).
@@ -15,18 +20,98 @@
 //! in the mount namespace, a binary on an odd mount), a sealed memfd copy is the
 //! fallback; it costs a 4 MB copy and cold text pages (~5 ms).
 //!
-//! A binary on a read-only mount is already safe and skips both. This runs only for
-//! create/run/exec, the commands that fork into containers.
+//! A binary on a read-only mount is already safe and needs neither.
 
 use anyhow::{bail, Context, Result};
 use std::ffi::CString;
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 
+use crate::security::exec_trampoline::{self, Trampoline};
 use crate::sys;
+use oci_spec::runtime::{Capability, LinuxNamespaceType, LinuxSeccompAction, Process, Spec};
 
 const SEALS: libc::c_int =
     libc::F_SEAL_SEAL | libc::F_SEAL_SHRINK | libc::F_SEAL_GROW | libc::F_SEAL_WRITE;
+
+/// Decides how this container's processes are kept from reaching our file, before
+/// anything is changed: `Some` trampoline for init or an `exec` child to exec
+/// through; `None` when we already run from a protected copy (or the guard is
+/// disabled). Otherwise re-executes the runtime from a protected copy, which
+/// restarts this command and does not return.
+pub fn plan(spec: &Spec, exec_process: Option<&Process>) -> Result<Option<Trampoline>> {
+    if std::env::var_os("KURA_RUNTIME_UNSAFE_NO_EXE_GUARD").is_some() || is_protected() {
+        return Ok(None);
+    }
+    let why = match trampoline_refusal(spec, exec_process) {
+        None => match Trampoline::new() {
+            Ok(t) => return Ok(Some(t)),
+            Err(e) => format!("exec trampoline: {e}"),
+        },
+        Some(why) => why.to_owned(),
+    };
+    crate::log::debug(&format!(
+        "CVE-2019-5736 guard: re-executing from a protected copy ({why})"
+    ));
+    protect()?;
+    Ok(None)
+}
+
+/// Why the trampoline is not enough for this container, if it is not. It guards
+/// the execve; until then init (and an `exec` child) still has our file as its exe,
+/// shielded only by being non-dumpable: a process that may ptrace it could open
+/// `/proc/<pid>/exe`. That needs CAP_SYS_PTRACE, or a process in its pid namespace
+/// we did not start (a namespace the container joins or shares with the host).
+/// LSM labels apply at the next exec, which would be the trampoline's, in a domain
+/// that policies do not expect to run a memfd. The trampoline is exec'd with
+/// execveat, which the seccomp profile must allow.
+pub fn trampoline_refusal(spec: &Spec, exec_process: Option<&Process>) -> Option<&'static str> {
+    if !exec_trampoline::SUPPORTED {
+        return Some("no exec trampoline for this architecture");
+    }
+    if std::env::var_os("KURA_RUNTIME_EXE_GUARD").is_some() {
+        return Some("KURA_RUNTIME_EXE_GUARD is set");
+    }
+    let linux = spec.linux().as_ref();
+    let own_pid_ns = linux
+        .and_then(|l| l.namespaces().as_ref())
+        .is_some_and(|ns| {
+            ns.iter()
+                .any(|n| n.typ() == LinuxNamespaceType::Pid && n.path().is_none())
+        });
+    if !own_pid_ns {
+        return Some("the container has no pid namespace of its own");
+    }
+    for p in spec.process().iter().chain(exec_process) {
+        let ptrace = p
+            .capabilities()
+            .as_ref()
+            .and_then(|c| c.bounding().as_ref())
+            .is_some_and(|b| b.contains(&Capability::SysPtrace));
+        if ptrace {
+            return Some("the container's bounding set has CAP_SYS_PTRACE");
+        }
+        if p.apparmor_profile().is_some() || p.selinux_label().is_some() {
+            return Some("an LSM label is set for the process");
+        }
+    }
+    if let Some(s) = linux.and_then(|l| l.seccomp().as_ref()) {
+        let mut named = false;
+        for sc in s.syscalls().iter().flatten() {
+            if sc.names().iter().any(|n| n == "execveat") {
+                named = true;
+                let conditional = sc.args().as_ref().is_some_and(|a| !a.is_empty());
+                if sc.action() != LinuxSeccompAction::ScmpActAllow || conditional {
+                    return Some("the seccomp profile may refuse execveat");
+                }
+            }
+        }
+        if !named && s.default_action() != LinuxSeccompAction::ScmpActAllow {
+            return Some("the seccomp profile may refuse execveat");
+        }
+    }
+    None
+}
 
 /// Whether our executable can no longer be modified through /proc/self/exe.
 pub fn is_protected() -> bool {
@@ -146,4 +231,86 @@ fn sealed_copy_of_self() -> Result<OwnedFd> {
         return Err(std::io::Error::last_os_error()).context("seal memfd");
     }
     Ok(mem)
+}
+
+#[cfg(all(test, target_arch = "x86_64"))]
+mod tests {
+    use super::trampoline_refusal;
+    use oci_spec::runtime::{Process, Spec};
+    use serde_json::json;
+
+    fn spec(linux: serde_json::Value, bounding: &[&str]) -> Spec {
+        serde_json::from_value(json!({
+            "ociVersion": "1.0.2",
+            "root": {"path": "rootfs"},
+            "process": {
+                "cwd": "/", "args": ["sh"], "user": {"uid": 0, "gid": 0},
+                "capabilities": {"bounding": bounding, "effective": bounding, "permitted": bounding},
+            },
+            "linux": linux,
+        }))
+        .unwrap()
+    }
+
+    fn own_pid_ns() -> serde_json::Value {
+        json!({"namespaces": [{"type": "pid"}, {"type": "mount"}]})
+    }
+
+    #[test]
+    fn the_trampoline_suffices_for_an_ordinary_container() {
+        assert_eq!(
+            trampoline_refusal(&spec(own_pid_ns(), &["CAP_KILL"]), None),
+            None
+        );
+        // Docker's default profile: errno by default, execveat allowed by name.
+        let mut l = own_pid_ns();
+        l["seccomp"] = json!({"defaultAction": "SCMP_ACT_ERRNO",
+            "syscalls": [{"names": ["execve", "execveat"], "action": "SCMP_ACT_ALLOW"}]});
+        assert_eq!(trampoline_refusal(&spec(l, &["CAP_KILL"]), None), None);
+    }
+
+    #[test]
+    fn containers_the_trampoline_cannot_cover_re_execute() {
+        let refused = |l: serde_json::Value, caps: &[&str]| {
+            trampoline_refusal(&spec(l, caps), None).is_some()
+        };
+        // No pid namespace, or one joined by path: processes we did not start can see init.
+        assert!(refused(json!({"namespaces": [{"type": "mount"}]}), &[]));
+        assert!(refused(
+            json!({"namespaces": [{"type": "pid", "path": "/proc/1/ns/pid"}]}),
+            &[]
+        ));
+        assert!(refused(own_pid_ns(), &["CAP_KILL", "CAP_SYS_PTRACE"]));
+        for seccomp in [
+            json!({"defaultAction": "SCMP_ACT_ERRNO"}),
+            json!({"defaultAction": "SCMP_ACT_ALLOW",
+                "syscalls": [{"names": ["execveat"], "action": "SCMP_ACT_KILL"}]}),
+            json!({"defaultAction": "SCMP_ACT_ERRNO", "syscalls": [{"names": ["execveat"],
+                "action": "SCMP_ACT_ALLOW", "args": [{"index": 4, "value": 0, "op": "SCMP_CMP_EQ"}]}]}),
+        ] {
+            let mut l = own_pid_ns();
+            l["seccomp"] = seccomp.clone();
+            assert!(refused(l, &[]), "{seccomp}");
+        }
+    }
+
+    #[test]
+    fn an_exec_process_is_checked_too() {
+        let s = spec(own_pid_ns(), &["CAP_KILL"]);
+        let p: Process = serde_json::from_value(json!({
+            "cwd": "/", "args": ["sh"], "user": {"uid": 0, "gid": 0}, "apparmorProfile": "unconfined-ish",
+        }))
+        .unwrap();
+        assert!(trampoline_refusal(&s, Some(&p)).is_some());
+        let p: Process = serde_json::from_value(json!({
+            "cwd": "/", "args": ["sh"], "user": {"uid": 0, "gid": 0}, "capabilities": {"bounding": ["CAP_SYS_PTRACE"]},
+        }))
+        .unwrap();
+        assert!(trampoline_refusal(&s, Some(&p)).is_some());
+        let p: Process = serde_json::from_value(
+            json!({"cwd": "/", "args": ["sh"], "user": {"uid": 0, "gid": 0}}),
+        )
+        .unwrap();
+        assert_eq!(trampoline_refusal(&s, Some(&p)), None);
+    }
 }

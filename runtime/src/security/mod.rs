@@ -4,6 +4,7 @@
 
 pub mod caps;
 pub mod exe_guard;
+pub mod exec_trampoline;
 pub mod lsm;
 pub mod rlimits;
 pub mod sched;
