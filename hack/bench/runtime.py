@@ -40,11 +40,13 @@ os.environ["KURA_RUNTIME_RESOLVED"] = KURA  # the --inner re-runs reuse it
 RUNTIMES = {
     "kura": [KURA],
     "kura-dyn": [KURA_DYN],
-    "kura-noguard": [KURA],  # CVE-2019-5736 guard (read-only self re-exec) disabled: its cost
+    "kura-noguard": [KURA],  # CVE-2019-5736 guard (sealed exec trampoline or re-exec) off: its cost
+    "kura-reexec": [KURA],  # the guard's fallback (read-only self re-exec) forced everywhere
     "runc": ["runc"],
     "crun": ["crun"],
 }
-ENV = {"kura-noguard": {"KURA_RUNTIME_UNSAFE_NO_EXE_GUARD": "1"}}
+ENV = {"kura-noguard": {"KURA_RUNTIME_UNSAFE_NO_EXE_GUARD": "1"},
+       "kura-reexec": {"KURA_RUNTIME_EXE_GUARD": "reexec"}}
 
 
 def make_bundle(dest, args):

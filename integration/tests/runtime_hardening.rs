@@ -22,20 +22,13 @@ fn sha(p: &Path) -> Vec<u8> {
 /// used here is a private copy, so a failing defence damages only the copy.
 /// `KURA_GUARD_OFF=1` runs the same attack with the guard disabled (to see it bite).
 ///
-/// The default defence for such a container (own pid namespace, no CAP_SYS_PTRACE):
-/// the exec trampoline. `/evil` then names the sealed trampoline, never the runtime.
+/// The victim is a `kura-runtime exec` process, which always re-executes from a
+/// detached read-only mount of the binary (other containers may share the pid
+/// namespace it joins, so the trampoline is not enough there).
 #[test]
 fn runtime_binary_cannot_be_overwritten_from_the_container() {
     require_root!();
-    attack_runtime_binary("trampoline", None);
-}
-
-/// The same attack against the re-exec from a detached read-only mount of the
-/// binary, what containers the trampoline cannot cover get.
-#[test]
-fn runtime_binary_cannot_be_overwritten_with_the_readonly_reexec() {
-    require_root!();
-    attack_runtime_binary("ro-mount", Some("reexec"));
+    attack_runtime_binary("ro-mount", None);
 }
 
 /// The same attack against the re-exec's fallback (sealed memfd copy), used where a
@@ -46,17 +39,29 @@ fn runtime_binary_cannot_be_overwritten_with_the_memfd_fallback() {
     attack_runtime_binary("memfd", Some("memfd"));
 }
 
-fn attack_runtime_binary(name: &str, guard: Option<&str>) {
-    let mut rt = Rt::new(&format!("cve-5736-{name}"));
-    let copy_dir = Scratch::new("rt-copy");
-    let copy = copy_dir.join("kura-runtime");
-    std::fs::copy(bin("kura-runtime"), &copy).unwrap();
-    let before = sha(&copy);
+/// The same attack's first step against a new container's init, which execs its
+/// program through the sealed exec trampoline: an entry point that is
+/// `/proc/self/exe` reaches only the trampoline (which, given no program it can
+/// run, exits 127), never the runtime. Without the guard the runtime itself runs
+/// in the container (and fails on its arguments: 1). Init is not dumpable until
+/// that exec, so nothing reaches its exe before it (`init_is_not_dumpable_before_exec`).
+#[test]
+fn init_entry_point_reaches_only_the_trampoline() {
+    require_root!();
+    let mut rt = Rt::new("cve-5736-init");
+    plant_evil(&rt, &bin("kura-runtime"));
+    let id = rt.id("evil-init");
+    rt.args(&["/evil", "update", "-r", "-", "x"]);
+    let (code, out, err) = rt.run(&id);
+    assert_eq!(code, 127, "/evil ran something: {out} {err}");
+}
+
+/// `/evil` -> /proc/self/exe in the rootfs, and what `binary` needs to run there,
+/// as it could in any glibc-based image: its loader and libraries.
+fn plant_evil(rt: &Rt, binary: &Path) {
     std::os::unix::fs::symlink("/proc/self/exe", rt.bundle.join("rootfs/evil")).unwrap();
-    // The runtime binary must be able to run in the container, as it would in any
-    // glibc-based image: give the rootfs its loader and libraries.
     let ldd = std::process::Command::new("ldd")
-        .arg(&copy)
+        .arg(binary)
         .output()
         .unwrap();
     for lib in String::from_utf8_lossy(&ldd.stdout)
@@ -67,6 +72,15 @@ fn attack_runtime_binary(name: &str, guard: Option<&str>) {
         std::fs::create_dir_all(dst.parent().unwrap()).unwrap();
         std::fs::copy(lib, &dst).unwrap();
     }
+}
+
+fn attack_runtime_binary(name: &str, guard: Option<&str>) {
+    let mut rt = Rt::new(&format!("cve-5736-{name}"));
+    let copy_dir = Scratch::new("rt-copy");
+    let copy = copy_dir.join("kura-runtime");
+    std::fs::copy(bin("kura-runtime"), &copy).unwrap();
+    let before = sha(&copy);
+    plant_evil(&rt, &copy);
     let id = rt.id("evil");
     rt.args(&["sleep", "300"]);
     rt.write_config(&id);
@@ -146,18 +160,13 @@ fn attack_runtime_binary(name: &str, guard: Option<&str>) {
         "the runtime binary was writable from the container: {stdout}"
     );
     assert_eq!(sha(&copy), before, "runtime binary changed");
-    if guard.is_none() && std::env::var_os("KURA_GUARD_OFF").is_none() {
-        // Through the trampoline, `/evil` re-entered the trampoline, which found no
-        // program to run ("-r"): 127, the runtime never ran in the container.
-        assert_eq!(victim.code(), Some(127), "/evil ran something: {victim:?}");
-    } else {
-        // A re-executed runtime's copy did run there (and failed on its arguments).
-        assert_eq!(
-            victim.code(),
-            Some(1),
-            "/evil did not run the runtime: {victim:?}"
-        );
-    }
+    // The re-executed runtime's protected copy did run there (and failed on its
+    // arguments): the attacker had its chance.
+    assert_eq!(
+        victim.code(),
+        Some(1),
+        "/evil did not run the runtime: {victim:?}"
+    );
 }
 
 /// CVE-2024-21626: a leaked host fd used as the cwd. process.cwd through
@@ -359,6 +368,54 @@ fn init_is_not_dumpable_before_exec() {
     );
     assert!(s.contains("Permission denied"), "{s}");
     rt.ok(&["delete", "--force", &id]);
+}
+
+/// Changing uid resets dumpable to `fs.suid_dumpable`: on hosts where that is 1,
+/// an init with a non-root `process.user` would turn readable, by a process of the
+/// same uid, for its whole created state. The test sets the sysctl to 1 for its
+/// duration (it only affects core dumps and /proc access of set-id processes).
+#[test]
+fn init_stays_undumpable_after_changing_uid() {
+    require_root!();
+    struct Restore(String);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            let _ = std::fs::write("/proc/sys/fs/suid_dumpable", &self.0);
+        }
+    }
+    let was = std::fs::read_to_string("/proc/sys/fs/suid_dumpable").unwrap();
+    let _restore = Restore(was.trim().to_owned());
+    std::fs::write("/proc/sys/fs/suid_dumpable", "1").unwrap();
+    let mut rt = Rt::new("dumpable-uid");
+    rt.config["process"]["env"] = json!(["PATH=/bin", "SECRET_FROM_HOST=hunter2"]);
+    rt.config["process"]["user"] = json!({"uid": 1000, "gid": 1000});
+    // An ordinary unprivileged process: no capabilities, so a peer of the same uid
+    // passes the kernel's capability-subset check and only dumpable stands between.
+    rt.config["process"]["capabilities"] = json!({"bounding": ["CAP_KILL"]});
+    let id = rt.id("dump-uid");
+    rt.args(&["sleep", "300"]);
+    let out = rt.create(&id);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = rt.rt(&[
+        "exec",
+        "--user",
+        "1000:1000",
+        &id,
+        "sh",
+        "-c",
+        "cat /proc/1/environ 2>&1 | tr '\\0' ' '",
+    ]);
+    let s = String::from_utf8_lossy(&out.stdout);
+    rt.ok(&["delete", "--force", &id]);
+    assert!(
+        !s.contains("hunter2"),
+        "init's environment is readable: {s}"
+    );
+    assert!(s.contains("Permission denied"), "{s}");
 }
 
 /// Non-dumpable is no shield against CAP_SYS_PTRACE: a container that may hold it

@@ -61,7 +61,7 @@ pub fn exec(root: &Path, id: &str, opts: ExecOpts) -> Result<i32> {
         process.selinux_label().as_deref(),
     )?;
     // Before anything is connected to or created: this may restart the command.
-    let trampoline = crate::security::exe_guard::plan(&spec, Some(&process))?;
+    crate::security::exe_guard::protect_exec()?;
     let terminal = process.terminal().unwrap_or(false);
     // A foreground exec with a terminal and no console socket: we hold the pty
     // master ourselves and proxy our stdio to it, as runc does.
@@ -152,7 +152,6 @@ pub fn exec(root: &Path, id: &str, opts: ExecOpts) -> Result<i32> {
                     seccomp.as_ref(),
                     opts.preserve_fds,
                     cgroupns.as_ref(),
-                    trampoline.as_ref(),
                 );
                 let _ = child.send(&Msg::Error(format!("{e:#}")));
                 unsafe { libc::_exit(1) };
@@ -217,7 +216,6 @@ fn child_main(
     seccomp: Option<&crate::seccomp::Program>,
     preserve_fds: u32,
     cgroupns: Option<&OwnedFd>,
-    trampoline: Option<&crate::security::exec_trampoline::Trampoline>,
 ) -> Result<std::convert::Infallible> {
     super::init::reset_signals();
     sync.expect(Msg::Go, "kura-runtime")?;
@@ -255,6 +253,7 @@ fn child_main(
     caps::apply_bounding(&sets)?;
     crate::security::user::switch(process.user(), crate::security::user::setgroups_allowed())?;
     caps::apply_sets(&sets)?;
+    super::init::stay_undumpable();
     if nnp {
         if unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } < 0 {
             bail!(
@@ -268,6 +267,6 @@ fn child_main(
     }
     sync.send(&Msg::Ready)?;
     // The runtime stops listening after Ready: report a failed execve on stderr.
-    let e = super::init::exec(&exe, process, &env, trampoline);
+    let e = super::init::exec(&exe, process, &env, None);
     super::init::fail(&format!("exec {}: {e}", exe.display()))
 }

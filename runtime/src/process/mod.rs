@@ -147,7 +147,7 @@ pub fn create(opts: CreateOpts) -> Result<(State, bool)> {
         None => None,
     };
     // Before anything is connected to or created: this may restart the command.
-    let trampoline = crate::security::exe_guard::plan(spec, None)?;
+    let trampoline = crate::security::exe_guard::plan(spec)?;
     let seccomp_listener = match spec
         .linux()
         .as_ref()

@@ -2,10 +2,11 @@
 //! the runtime (init before its execve, or an `exec` child) gets the runtime's host
 //! file, and can reopen it for writing once we exit. [`plan`] picks the defence:
 //!
-//! - Usually the exec trampoline (`exec_trampoline`): init and `exec` children
-//!   exec the container's program through a tiny sealed-memfd program, so the
-//!   execve that could name `/proc/self/exe` runs with the trampoline as its exe.
-//! - Where that is not enough (see `trampoline_refusal`), the runtime re-executes
+//! - Usually, for a new container's init, the exec trampoline (`exec_trampoline`):
+//!   init execs the container's program through a tiny sealed-memfd program, so
+//!   the execve that could name `/proc/self/exe` runs with the trampoline as its exe.
+//! - Where that is not enough (see `trampoline_refusal`, and always for
+//!   `kura-runtime exec`: `protect_exec`), the runtime re-executes
 //!   itself from a protected copy before it forks anything, so that every process
 //!   it makes has that copy as its exe:
 //!
@@ -29,21 +30,21 @@ use std::os::unix::ffi::OsStrExt;
 
 use crate::security::exec_trampoline::{self, Trampoline};
 use crate::sys;
-use oci_spec::runtime::{Capability, LinuxNamespaceType, LinuxSeccompAction, Process, Spec};
+use oci_spec::runtime::{Capability, LinuxNamespaceType, LinuxSeccompAction, Spec};
 
 const SEALS: libc::c_int =
     libc::F_SEAL_SEAL | libc::F_SEAL_SHRINK | libc::F_SEAL_GROW | libc::F_SEAL_WRITE;
 
-/// Decides how this container's processes are kept from reaching our file, before
-/// anything is changed: `Some` trampoline for init or an `exec` child to exec
-/// through; `None` when we already run from a protected copy (or the guard is
-/// disabled). Otherwise re-executes the runtime from a protected copy, which
-/// restarts this command and does not return.
-pub fn plan(spec: &Spec, exec_process: Option<&Process>) -> Result<Option<Trampoline>> {
-    if std::env::var_os("KURA_RUNTIME_UNSAFE_NO_EXE_GUARD").is_some() || is_protected() {
+/// Decides how a new container's init is kept from reaching our file, before
+/// anything is changed: `Some` trampoline for init to exec through; `None` when we
+/// already run from a protected copy (or the guard is disabled). Otherwise
+/// re-executes the runtime from a protected copy, which restarts this command and
+/// does not return.
+pub fn plan(spec: &Spec) -> Result<Option<Trampoline>> {
+    if disabled() {
         return Ok(None);
     }
-    let why = match trampoline_refusal(spec, exec_process) {
+    let why = match trampoline_refusal(spec) {
         None => match Trampoline::new() {
             Ok(t) => return Ok(Some(t)),
             Err(e) => format!("exec trampoline: {e}"),
@@ -57,15 +58,33 @@ pub fn plan(spec: &Spec, exec_process: Option<&Process>) -> Result<Option<Trampo
     Ok(None)
 }
 
-/// Why the trampoline is not enough for this container, if it is not. It guards
-/// the execve; until then init (and an `exec` child) still has our file as its exe,
-/// shielded only by being non-dumpable: a process that may ptrace it could open
-/// `/proc/<pid>/exe`. That needs CAP_SYS_PTRACE, or a process in its pid namespace
-/// we did not start (a namespace the container joins or shares with the host).
-/// LSM labels apply at the next exec, which would be the trampoline's, in a domain
-/// that policies do not expect to run a memfd. The trampoline is exec'd with
-/// execveat, which the seccomp profile must allow.
-pub fn trampoline_refusal(spec: &Spec, exec_process: Option<&Process>) -> Option<&'static str> {
+/// The guard for `kura-runtime exec`: always the re-exec. The exec child joins a
+/// running container, whose pid namespace other containers may have joined since
+/// (a pod sharing it, a debug container): one of those with CAP_SYS_PTRACE in our
+/// user namespace could open the child's `/proc/<pid>/exe` despite it being
+/// non-dumpable, and nothing in this container's config says whether one exists.
+pub fn protect_exec() -> Result<()> {
+    if disabled() {
+        return Ok(());
+    }
+    protect()
+}
+
+fn disabled() -> bool {
+    std::env::var_os("KURA_RUNTIME_UNSAFE_NO_EXE_GUARD").is_some() || is_protected()
+}
+
+/// Why the trampoline is not enough for this container's init, if it is not. It
+/// guards the execve; until then init still has our file as its exe, shielded only
+/// by being non-dumpable: a process that may ptrace it anyway could open
+/// `/proc/<pid>/exe`. That takes CAP_SYS_PTRACE in our user namespace (init's mm
+/// belongs to it until the execve, whatever user namespace init is in), so it is
+/// refused when the container may get that capability without a user namespace of
+/// its own, or when its pid namespace holds processes we did not start (one it
+/// joins or shares with the host). LSM labels apply at the next exec, which would
+/// be the trampoline's, in a domain that policies do not expect to run a memfd. The
+/// trampoline is exec'd with execveat, which the seccomp profile must allow.
+pub fn trampoline_refusal(spec: &Spec) -> Option<&'static str> {
     if !exec_trampoline::SUPPORTED {
         return Some("no exec trampoline for this architecture");
     }
@@ -73,40 +92,56 @@ pub fn trampoline_refusal(spec: &Spec, exec_process: Option<&Process>) -> Option
         return Some("KURA_RUNTIME_EXE_GUARD is set");
     }
     let linux = spec.linux().as_ref();
-    let own_pid_ns = linux
-        .and_then(|l| l.namespaces().as_ref())
-        .is_some_and(|ns| {
-            ns.iter()
-                .any(|n| n.typ() == LinuxNamespaceType::Pid && n.path().is_none())
-        });
-    if !own_pid_ns {
+    let owns = |t: LinuxNamespaceType| {
+        linux
+            .and_then(|l| l.namespaces().as_ref())
+            .is_some_and(|ns| ns.iter().any(|n| n.typ() == t && n.path().is_none()))
+    };
+    if !owns(LinuxNamespaceType::Pid) {
         return Some("the container has no pid namespace of its own");
     }
-    for p in spec.process().iter().chain(exec_process) {
-        let ptrace = p
-            .capabilities()
-            .as_ref()
-            .and_then(|c| c.bounding().as_ref())
-            .is_some_and(|b| b.contains(&Capability::SysPtrace));
-        if ptrace {
-            return Some("the container's bounding set has CAP_SYS_PTRACE");
+    if let Some(p) = spec.process() {
+        // Inheritable counts: file capabilities can raise it past the bounding set.
+        let ptrace = p.capabilities().as_ref().is_some_and(|c| {
+            [
+                c.bounding(),
+                c.effective(),
+                c.permitted(),
+                c.inheritable(),
+                c.ambient(),
+            ]
+            .iter()
+            .any(|set| {
+                set.as_ref()
+                    .is_some_and(|s| s.contains(&Capability::SysPtrace))
+            })
+        });
+        if ptrace && !owns(LinuxNamespaceType::User) {
+            return Some("the container may hold CAP_SYS_PTRACE in the runtime's user namespace");
         }
-        if p.apparmor_profile().is_some() || p.selinux_label().is_some() {
+        let label = |l: &Option<String>| l.as_ref().is_some_and(|l| !l.is_empty());
+        if label(p.apparmor_profile()) || label(p.selinux_label()) {
             return Some("an LSM label is set for the process");
         }
     }
     if let Some(s) = linux.and_then(|l| l.seccomp().as_ref()) {
+        let passes = |a: LinuxSeccompAction| {
+            matches!(
+                a,
+                LinuxSeccompAction::ScmpActAllow | LinuxSeccompAction::ScmpActLog
+            )
+        };
         let mut named = false;
         for sc in s.syscalls().iter().flatten() {
             if sc.names().iter().any(|n| n == "execveat") {
                 named = true;
                 let conditional = sc.args().as_ref().is_some_and(|a| !a.is_empty());
-                if sc.action() != LinuxSeccompAction::ScmpActAllow || conditional {
+                if !passes(sc.action()) || conditional {
                     return Some("the seccomp profile may refuse execveat");
                 }
             }
         }
-        if !named && s.default_action() != LinuxSeccompAction::ScmpActAllow {
+        if !named && !passes(s.default_action()) {
             return Some("the seccomp profile may refuse execveat");
         }
     }
@@ -236,7 +271,7 @@ fn sealed_copy_of_self() -> Result<OwnedFd> {
 #[cfg(all(test, target_arch = "x86_64"))]
 mod tests {
     use super::trampoline_refusal;
-    use oci_spec::runtime::{Process, Spec};
+    use oci_spec::runtime::Spec;
     use serde_json::json;
 
     fn spec(linux: serde_json::Value, bounding: &[&str]) -> Spec {
@@ -258,22 +293,18 @@ mod tests {
 
     #[test]
     fn the_trampoline_suffices_for_an_ordinary_container() {
-        assert_eq!(
-            trampoline_refusal(&spec(own_pid_ns(), &["CAP_KILL"]), None),
-            None
-        );
+        assert_eq!(trampoline_refusal(&spec(own_pid_ns(), &["CAP_KILL"])), None);
         // Docker's default profile: errno by default, execveat allowed by name.
         let mut l = own_pid_ns();
         l["seccomp"] = json!({"defaultAction": "SCMP_ACT_ERRNO",
             "syscalls": [{"names": ["execve", "execveat"], "action": "SCMP_ACT_ALLOW"}]});
-        assert_eq!(trampoline_refusal(&spec(l, &["CAP_KILL"]), None), None);
+        assert_eq!(trampoline_refusal(&spec(l, &["CAP_KILL"])), None);
     }
 
     #[test]
     fn containers_the_trampoline_cannot_cover_re_execute() {
-        let refused = |l: serde_json::Value, caps: &[&str]| {
-            trampoline_refusal(&spec(l, caps), None).is_some()
-        };
+        let refused =
+            |l: serde_json::Value, caps: &[&str]| trampoline_refusal(&spec(l, caps)).is_some();
         // No pid namespace, or one joined by path: processes we did not start can see init.
         assert!(refused(json!({"namespaces": [{"type": "mount"}]}), &[]));
         assert!(refused(
@@ -295,22 +326,38 @@ mod tests {
     }
 
     #[test]
-    fn an_exec_process_is_checked_too() {
-        let s = spec(own_pid_ns(), &["CAP_KILL"]);
-        let p: Process = serde_json::from_value(json!({
-            "cwd": "/", "args": ["sh"], "user": {"uid": 0, "gid": 0}, "apparmorProfile": "unconfined-ish",
-        }))
-        .unwrap();
-        assert!(trampoline_refusal(&s, Some(&p)).is_some());
-        let p: Process = serde_json::from_value(json!({
-            "cwd": "/", "args": ["sh"], "user": {"uid": 0, "gid": 0}, "capabilities": {"bounding": ["CAP_SYS_PTRACE"]},
-        }))
-        .unwrap();
-        assert!(trampoline_refusal(&s, Some(&p)).is_some());
-        let p: Process = serde_json::from_value(
-            json!({"cwd": "/", "args": ["sh"], "user": {"uid": 0, "gid": 0}}),
-        )
-        .unwrap();
-        assert_eq!(trampoline_refusal(&s, Some(&p)), None);
+    fn ptrace_matters_only_without_a_user_namespace_of_its_own() {
+        let mut l = own_pid_ns();
+        l["namespaces"] = json!([{"type": "pid"}, {"type": "user"}]);
+        let with_userns = spec(l, &["CAP_SYS_PTRACE"]);
+        assert_eq!(trampoline_refusal(&with_userns), None);
+        let mut inheritable = spec(own_pid_ns(), &["CAP_KILL"]);
+        let mut p = inheritable.process().clone().unwrap();
+        let mut c = p.capabilities().clone().unwrap();
+        c.set_inheritable(Some(
+            [oci_spec::runtime::Capability::SysPtrace]
+                .into_iter()
+                .collect(),
+        ));
+        p.set_capabilities(Some(c));
+        inheritable.set_process(Some(p));
+        assert!(trampoline_refusal(&inheritable).is_some());
+    }
+
+    #[test]
+    fn labels_and_logging_seccomp_are_judged_by_effect() {
+        let labelled = |label: &str| {
+            let mut s = spec(own_pid_ns(), &["CAP_KILL"]);
+            let mut p = s.process().clone().unwrap();
+            p.set_apparmor_profile(Some(label.to_owned()));
+            s.set_process(Some(p));
+            trampoline_refusal(&s)
+        };
+        assert!(labelled("docker-default").is_some());
+        // lsm::apply ignores an empty label, so nothing changes at the exec.
+        assert_eq!(labelled(""), None);
+        let mut l = own_pid_ns();
+        l["seccomp"] = json!({"defaultAction": "SCMP_ACT_LOG"});
+        assert_eq!(trampoline_refusal(&spec(l, &[])), None);
     }
 }

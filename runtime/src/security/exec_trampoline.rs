@@ -13,10 +13,11 @@
 //! on this VM, where each of the ~70 CPUID instructions glibc runs at start-up
 //! traps to the hypervisor).
 //!
-//! What it does not cover, and `exe_guard::plan` therefore leaves to the re-exec:
-//! another container process that can open `/proc/<init>/exe` before init's exec
-//! (only with CAP_SYS_PTRACE over init, or in a pid namespace the container does
-//! not own), and LSM labels that apply at the first exec (the trampoline's).
+//! What it does not cover, and `exe_guard` therefore leaves to the re-exec:
+//! another process that can open `/proc/<init>/exe` before init's exec (only with
+//! CAP_SYS_PTRACE in our user namespace, or in a pid namespace the container does
+//! not own), `kura-runtime exec` (other containers may share the pid namespace it
+//! joins), and LSM labels that apply at the first exec (the trampoline's).
 
 use std::ffi::{CStr, CString};
 use std::io;
@@ -137,7 +138,10 @@ impl Trampoline {
     /// execve is reported by the trampoline on stderr as
     /// `kura-runtime: exec <exe>: os error <errno>`, with exit status 127.
     pub fn exec(&self, exe: &CStr, argv: &[CString], envp: &[CString]) -> io::Error {
-        self.call(exe, argv, envp).exec()
+        let e = self.call(exe, argv, envp).exec();
+        // Only the trampoline's own exec returns here: the target's failure is
+        // reported by the trampoline itself.
+        io::Error::new(e.kind(), format!("exec trampoline: {e}"))
     }
 
     /// The execveat arguments, built ahead so the exec itself does not allocate.
