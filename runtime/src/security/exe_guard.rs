@@ -84,6 +84,11 @@ fn disabled() -> bool {
 /// joins or shares with the host). LSM labels apply at the next exec, which would
 /// be the trampoline's, in a domain that policies do not expect to run a memfd. The
 /// trampoline is exec'd with execveat, which the seccomp profile must allow.
+///
+/// Left open: a process with CAP_SYS_PTRACE that joins this container's pid
+/// namespace between `create` and `start` (by path, from another container). The
+/// config cannot tell us that will happen; orchestrators start a pid namespace's
+/// owner (the pod sandbox) before anything joins it.
 pub fn trampoline_refusal(spec: &Spec) -> Option<&'static str> {
     if !exec_trampoline::SUPPORTED {
         return Some("no exec trampoline for this architecture");
