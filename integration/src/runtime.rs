@@ -126,6 +126,16 @@ impl Rt {
         self.rt(&["create", "--bundle", &b, id])
     }
 
+    /// `create`, failing the test with the runtime's stderr if it fails.
+    pub fn create_ok(&mut self, id: &str) {
+        let out = self.create(id);
+        assert!(
+            out.status.success(),
+            "create {id}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
     /// `run` in the foreground; returns (exit code, stdout, stderr).
     pub fn run(&mut self, id: &str) -> (i32, String, String) {
         self.write_config(id);

@@ -169,12 +169,7 @@ fn duplicate_id() {
     let mut rt = Rt::new("dup");
     let id = rt.id("dup");
     rt.args(&["sleep", "300"]);
-    let out = rt.create(&id);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    rt.create_ok(&id);
     let pid = rt.state(&id)["pid"].clone();
     let b = rt.bundle.to_string_lossy().into_owned();
     let out = rt.rt(&["create", "--bundle", &b, &id]);

@@ -9,12 +9,7 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 fn started(rt: &mut Rt, prefix: &str, args: &[&str]) -> String {
     let id = rt.id(prefix);
     rt.args(args);
-    let out = rt.create(&id);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    rt.create_ok(&id);
     rt.ok(&["start", &id]);
     id
 }

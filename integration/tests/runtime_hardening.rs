@@ -338,36 +338,45 @@ fn masked_and_readonly_symlinks_stay_inside() {
     std::fs::write(host.join("data"), "still writable").unwrap();
 }
 
+/// Creates a container (init then waits before its execve, holding host fds and
+/// our exe), runs `script` in it with `kura-runtime exec [exec_opts]`, deletes the
+/// container and returns what the script printed (stdout and stderr).
+fn look_at_created_init(rt: &mut Rt, prefix: &str, exec_opts: &[&str], script: &str) -> String {
+    let id = rt.id(prefix);
+    rt.args(&["sleep", "300"]);
+    rt.create_ok(&id);
+    let mut args = vec!["exec"];
+    args.extend_from_slice(exec_opts);
+    args.extend_from_slice(&[&id, "sh", "-c", script]);
+    let out = rt.rt(&args);
+    rt.ok(&["delete", "--force", &id]);
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+const SECRET_ENV: [&str; 2] = ["PATH=/bin", "SECRET_FROM_HOST=hunter2"];
+
 /// Init is non-dumpable until it execs: another process in the container, even
 /// root, cannot read its environment or open its exe while it holds host fds.
 #[test]
 fn init_is_not_dumpable_before_exec() {
     require_root!();
     let mut rt = Rt::new("dumpable");
-    rt.config["process"]["env"] = json!(["PATH=/bin", "SECRET_FROM_HOST=hunter2"]);
-    let id = rt.id("dump");
-    rt.args(&["sleep", "300"]);
-    let out = rt.create(&id);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    // The container is created: init is blocked before execve. Look at it from inside.
-    let out = rt.rt(&[
-        "exec",
-        &id,
-        "sh",
-        "-c",
+    rt.config["process"]["env"] = json!(SECRET_ENV);
+    let s = look_at_created_init(
+        &mut rt,
+        "dump",
+        &[],
         "cat /proc/1/environ 2>&1 | tr '\\0' ' '; ls -l /proc/1/exe 2>&1; ls /proc/1/fd 2>&1",
-    ]);
-    let s = String::from_utf8_lossy(&out.stdout);
+    );
     assert!(
         !s.contains("hunter2"),
         "init's environment is readable: {s}"
     );
     assert!(s.contains("Permission denied"), "{s}");
-    rt.ok(&["delete", "--force", &id]);
 }
 
 /// Changing uid resets dumpable to `fs.suid_dumpable`: on hosts where that is 1,
@@ -387,30 +396,17 @@ fn init_stays_undumpable_after_changing_uid() {
     let _restore = Restore(was.trim().to_owned());
     std::fs::write("/proc/sys/fs/suid_dumpable", "1").unwrap();
     let mut rt = Rt::new("dumpable-uid");
-    rt.config["process"]["env"] = json!(["PATH=/bin", "SECRET_FROM_HOST=hunter2"]);
+    rt.config["process"]["env"] = json!(SECRET_ENV);
     rt.config["process"]["user"] = json!({"uid": 1000, "gid": 1000});
     // An ordinary unprivileged process: no capabilities, so a peer of the same uid
     // passes the kernel's capability-subset check and only dumpable stands between.
     rt.config["process"]["capabilities"] = json!({"bounding": ["CAP_KILL"]});
-    let id = rt.id("dump-uid");
-    rt.args(&["sleep", "300"]);
-    let out = rt.create(&id);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let out = rt.rt(&[
-        "exec",
-        "--user",
-        "1000:1000",
-        &id,
-        "sh",
-        "-c",
+    let s = look_at_created_init(
+        &mut rt,
+        "dump-uid",
+        &["--user", "1000:1000"],
         "cat /proc/1/environ 2>&1 | tr '\\0' ' '",
-    ]);
-    let s = String::from_utf8_lossy(&out.stdout);
-    rt.ok(&["delete", "--force", &id]);
+    );
     assert!(
         !s.contains("hunter2"),
         "init's environment is readable: {s}"
@@ -433,27 +429,15 @@ fn a_ptrace_capable_container_gets_the_reexec() {
             .unwrap();
         list.push(json!("CAP_SYS_PTRACE"));
     }
-    let id = rt.id("ptrace");
-    rt.args(&["sleep", "300"]);
-    let out = rt.create(&id);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let out = rt.rt(&[
-        "exec",
-        &id,
-        "sh",
-        "-c",
+    let s = look_at_created_init(
+        &mut rt,
+        "ptrace",
+        &[],
         "ls -l /proc/1/exe >/dev/null 2>&1 && echo can-see; echo x 2>&1 >/proc/1/exe",
-    ]);
-    let s = String::from_utf8_lossy(&out.stdout);
-    rt.ok(&["delete", "--force", &id]);
+    );
     assert!(
         s.contains("can-see"),
-        "CAP_SYS_PTRACE did not reach init: {s} {}",
-        String::from_utf8_lossy(&out.stderr)
+        "CAP_SYS_PTRACE did not reach init: {s}"
     );
     assert!(s.contains("Read-only file system"), "{s}");
 }

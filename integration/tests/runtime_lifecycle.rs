@@ -131,12 +131,7 @@ fn delete_force_kills_a_running_container() {
     let mut rt = Rt::new("delete-force");
     let id = rt.id("force");
     rt.args(&["sleep", "300"]);
-    let out = rt.create(&id);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    rt.create_ok(&id);
     rt.ok(&["start", &id]);
     let pid = rt.state(&id)["pid"].as_i64().unwrap();
     rt.ok(&["delete", "--force", &id]);

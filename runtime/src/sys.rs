@@ -223,6 +223,27 @@ pub fn proc_fd_path(fd: RawFd) -> std::ffi::CString {
     std::ffi::CString::new(format!("/proc/self/fd/{fd}")).expect("no NUL in fd path")
 }
 
+/// execveat(fd, "", argv, envp, AT_EMPTY_PATH): execs the file behind `fd`.
+/// Returns only on failure.
+///
+/// # Safety
+/// `argv` and `envp` must be null-terminated arrays of valid C strings.
+pub unsafe fn execveat_empty(
+    fd: RawFd,
+    argv: *const *const libc::c_char,
+    envp: *const *const libc::c_char,
+) -> io::Error {
+    libc::syscall(
+        libc::SYS_execveat,
+        fd,
+        c"".as_ptr(),
+        argv,
+        envp,
+        libc::AT_EMPTY_PATH,
+    );
+    io::Error::last_os_error()
+}
+
 pub fn errno_result(r: libc::c_int) -> io::Result<()> {
     if r < 0 {
         Err(io::Error::last_os_error())

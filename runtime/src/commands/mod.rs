@@ -48,5 +48,5 @@ pub fn dispatch(cli: &Cli) -> Result<i32> {
 /// /proc/<pid>/ of it while it holds host resources. The CVE-2019-5736 guard is
 /// chosen once the config is read (`exe_guard::plan`).
 pub fn harden() {
-    unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) };
+    kura_runtime::security::stay_undumpable();
 }

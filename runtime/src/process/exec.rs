@@ -253,7 +253,7 @@ fn child_main(
     caps::apply_bounding(&sets)?;
     crate::security::user::switch(process.user(), crate::security::user::setgroups_allowed())?;
     caps::apply_sets(&sets)?;
-    super::init::stay_undumpable();
+    crate::security::stay_undumpable();
     if nnp {
         if unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } < 0 {
             bail!(

@@ -217,7 +217,7 @@ fn run(args: &mut InitArgs) -> Result<Infallible> {
     caps::apply_bounding(&sets)?;
     user::switch(process.user(), user::setgroups_allowed())?;
     caps::apply_sets(&sets)?;
-    stay_undumpable();
+    crate::security::stay_undumpable();
     if nnp {
         check(
             unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) },
@@ -253,13 +253,6 @@ fn has_ns(spec: &Spec, t: oci_spec::runtime::LinuxNamespaceType) -> bool {
         .as_ref()
         .and_then(|l| l.namespaces().as_ref())
         .is_some_and(|n| n.iter().any(|n| n.typ() == t))
-}
-
-/// A uid or gid change resets dumpable to `fs.suid_dumpable`, which is 1 on some
-/// hosts: until the execve a process of ours must stay unreadable from the
-/// container (it holds our exe and host resources).
-pub fn stay_undumpable() {
-    unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) };
 }
 
 pub fn fail(msg: &str) -> ! {

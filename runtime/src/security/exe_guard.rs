@@ -25,15 +25,14 @@
 
 use anyhow::{bail, Context, Result};
 use std::ffi::CString;
-use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
+use std::io::{Read, Write};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 
 use crate::security::exec_trampoline::{self, Trampoline};
+use crate::security::sealed_memfd;
 use crate::sys;
 use oci_spec::runtime::{Capability, LinuxNamespaceType, LinuxSeccompAction, Spec};
-
-const SEALS: libc::c_int =
-    libc::F_SEAL_SEAL | libc::F_SEAL_SHRINK | libc::F_SEAL_GROW | libc::F_SEAL_WRITE;
 
 /// Decides how a new container's init is kept from reaching our file, before
 /// anything is changed: `Some` trampoline for init to exec through; `None` when we
@@ -159,7 +158,7 @@ pub fn is_protected() -> bool {
         return false;
     };
     let seals = unsafe { libc::fcntl(f.as_raw_fd(), libc::F_GET_SEALS) };
-    if seals >= 0 && seals & SEALS == SEALS {
+    if seals >= 0 && seals & sealed_memfd::SEALS == sealed_memfd::SEALS {
         return true;
     }
     let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
@@ -210,66 +209,32 @@ fn readonly_clone_of_self() -> std::io::Result<OwnedFd> {
     Ok(tree)
 }
 
-fn execveat_empty(fd: &OwnedFd, argv: &[*const libc::c_char]) {
+fn execveat_empty(fd: &impl AsRawFd, argv: &[*const libc::c_char]) {
     extern "C" {
         static environ: *const *const libc::c_char;
     }
-    unsafe {
-        libc::syscall(
-            libc::SYS_execveat,
-            fd.as_raw_fd(),
-            c"".as_ptr(),
-            argv.as_ptr(),
-            environ,
-            libc::AT_EMPTY_PATH,
-        )
-    };
+    unsafe { sys::execveat_empty(fd.as_raw_fd(), argv.as_ptr(), environ) };
 }
 
 /// A sealed (unwritable, fixed-size) memfd copy of our own executable.
-fn sealed_copy_of_self() -> Result<OwnedFd> {
-    let src = std::fs::File::open("/proc/self/exe").context("open /proc/self/exe")?;
-    let size = src.metadata()?.len();
-    let fd = unsafe {
-        libc::memfd_create(
-            c"kura-runtime".as_ptr(),
-            libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING,
-        )
-    };
-    if fd < 0 {
-        return Err(std::io::Error::last_os_error()).context("memfd_create");
-    }
-    let mem = unsafe { OwnedFd::from_raw_fd(fd) };
-    // read/write, not sendfile: sendfile splices page references through a pipe,
-    // and F_SEAL_WRITE fails with EBUSY while any memfd page is still pinned by one.
+fn sealed_copy_of_self() -> Result<std::fs::File> {
+    let mut src = std::fs::File::open("/proc/self/exe").context("open /proc/self/exe")?;
+    let mut mem = sealed_memfd::create(c"kura-runtime").context("memfd_create")?;
+    // read/write, not io::copy: that may splice page references through a pipe
+    // (sendfile), and F_SEAL_WRITE fails with EBUSY while any memfd page is still
+    // pinned by one.
     let mut buf = vec![0u8; 64 * 1024];
-    let mut left = size as usize;
-    while left > 0 {
-        let n = unsafe { libc::read(src.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
-        if n < 0 && std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted {
-            continue;
-        }
-        if n <= 0 {
-            return Err(std::io::Error::last_os_error()).context("read runtime binary");
-        }
-        let mut chunk = &buf[..n as usize];
-        while !chunk.is_empty() {
-            let w = unsafe { libc::write(mem.as_raw_fd(), chunk.as_ptr().cast(), chunk.len()) };
-            if w < 0 && std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted {
-                continue;
-            }
-            if w <= 0 {
-                return Err(std::io::Error::last_os_error())
-                    .context("copy runtime binary into memfd");
-            }
-            chunk = &chunk[w as usize..];
-        }
-        left = left.saturating_sub(n as usize);
+    loop {
+        let n = match src.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e).context("read runtime binary"),
+        };
+        mem.write_all(&buf[..n])
+            .context("copy runtime binary into memfd")?;
     }
-    drop(buf);
-    if unsafe { libc::fcntl(mem.as_raw_fd(), libc::F_ADD_SEALS, SEALS) } < 0 {
-        return Err(std::io::Error::last_os_error()).context("seal memfd");
-    }
+    sealed_memfd::seal(&mem).context("seal memfd")?;
     Ok(mem)
 }
 

@@ -20,8 +20,11 @@
 //! joins), and LSM labels that apply at the first exec (the trampoline's).
 
 use std::ffi::{CStr, CString};
-use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::io::{self, Write};
+use std::os::fd::{AsRawFd, OwnedFd};
+
+use crate::security::sealed_memfd;
+use crate::sys;
 
 /// The trampoline's code, assembled from `trampoline/x86_64.S`.
 #[cfg(target_arch = "x86_64")]
@@ -98,39 +101,10 @@ impl Trampoline {
         if !SUPPORTED {
             return Err(io::Error::from_raw_os_error(libc::ENOSYS));
         }
-        const MFD_EXEC: libc::c_uint = 0x10;
-        let flags = libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING;
-        // MFD_EXEC: where vm.memfd_noexec asks for non-executable memfds by default
-        // (Linux 6.3+); kernels before it do not know the flag (EINVAL). Where that
-        // sysctl forbids executable memfds altogether it fails (EACCES), and the
-        // caller falls back to the re-exec.
-        let mut fd = unsafe { libc::memfd_create(c"kura-exec".as_ptr(), flags | MFD_EXEC) };
-        if fd < 0 && io::Error::last_os_error().raw_os_error() == Some(libc::EINVAL) {
-            fd = unsafe { libc::memfd_create(c"kura-exec".as_ptr(), flags) };
-        }
-        if fd < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-        let img = image();
-        let n = unsafe { libc::write(fd.as_raw_fd(), img.as_ptr().cast(), img.len()) };
-        if n != img.len() as isize {
-            return Err(if n < 0 {
-                io::Error::last_os_error()
-            } else {
-                io::Error::new(io::ErrorKind::WriteZero, "short write to memfd")
-            });
-        }
-        // F_SEAL_EXEC (Linux 6.3+) also fixes the mode bits; older kernels lack it.
-        const F_SEAL_EXEC: libc::c_int = 0x20;
-        let seals =
-            libc::F_SEAL_SEAL | libc::F_SEAL_SHRINK | libc::F_SEAL_GROW | libc::F_SEAL_WRITE;
-        if unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_ADD_SEALS, seals | F_SEAL_EXEC) } < 0
-            && unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_ADD_SEALS, seals) } < 0
-        {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(Trampoline(fd))
+        let f = sealed_memfd::create(c"kura-exec")?;
+        (&f).write_all(&image())?;
+        sealed_memfd::seal(&f)?;
+        Ok(Trampoline(f.into()))
     }
 
     /// Execs `exe` with `argv` and `envp` through the trampoline. Returns only if
@@ -176,23 +150,14 @@ struct Call<'a> {
 
 impl Call<'_> {
     fn exec(&self) -> io::Error {
-        unsafe {
-            libc::syscall(
-                libc::SYS_execveat,
-                self.fd,
-                c"".as_ptr(),
-                self.argv.as_ptr(),
-                self.envp.as_ptr(),
-                libc::AT_EMPTY_PATH,
-            )
-        };
-        io::Error::last_os_error()
+        unsafe { sys::execveat_empty(self.fd, self.argv.as_ptr(), self.envp.as_ptr()) }
     }
 }
 
 #[cfg(all(test, target_arch = "x86_64"))]
 mod tests {
     use super::*;
+    use std::os::fd::FromRawFd;
     use std::os::unix::process::ExitStatusExt;
 
     /// Runs the trampoline with `argv` in a child; returns (status, stdout, stderr).

@@ -8,4 +8,12 @@ pub mod exec_trampoline;
 pub mod lsm;
 pub mod rlimits;
 pub mod sched;
+pub mod sealed_memfd;
 pub mod user;
+
+/// Keeps a process of ours unreadable and un-ptraceable from the container until
+/// its execve (it holds our exe and host resources). Needed again after any uid or
+/// gid change, which resets dumpable to `fs.suid_dumpable` (1 on some hosts).
+pub fn stay_undumpable() {
+    unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) };
+}
